@@ -1,0 +1,44 @@
+# The safety checker as a Go library. Two commands on a fresh machine (see README):
+#   make demo   check the sample images with the small model the repo ships
+#   make test   provision libtorch, build gotch against it, run every test
+SHELL := /bin/bash
+GO ?= go
+PYTHON ?= python3
+PARITY ?= ../shared/parity
+OUT ?= out
+# go test's own timeout for the whole run; CI allows far more than the suite needs.
+TEST_TIMEOUT ?= 30m
+
+.PHONY: setup test check vet fmt demo parity golden reference bench fuzz clean
+
+# setup: libtorch (2.1.0 wheel, or $LIBTORCH) and the configured gotch copy + go.work. Idempotent.
+setup:
+	@./scripts/setup-libtorch.sh
+	@$(PYTHON) scripts/configure_gotch.py
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet: setup
+	$(GO) vet ./...
+
+test: setup fmt vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+demo: setup
+	$(GO) run ./examples/safetycheck -model testdata/golden/models/tiny_quickgelu testdata/golden/images
+
+parity: setup
+	@mkdir -p $(OUT)/parity-pixels
+	$(GO) run ./examples/safetycheck -model $(PARITY)/model -json -pixels $(OUT)/parity-pixels $(PARITY)/images > $(OUT)/parity.jsonl
+	$(PYTHON) $(PARITY)/compare.py $(PARITY) $(OUT)/parity.jsonl $(OUT)/parity-pixels
+
+# golden: the reference environment (PyTorch, transformers, diffusers; several GB, once) and the golden files.
+reference:
+	./scripts/setup-reference.sh
+
+golden: reference
+	.venv/bin/python reference/make_golden.py
+
+clean:
+	rm -rf $(OUT)

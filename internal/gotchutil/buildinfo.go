@@ -1,0 +1,47 @@
+package gotchutil
+
+import (
+	"encoding/json"
+	"sync"
+)
+
+// BuildInfo describes the libtorch that gotch was compiled and linked against.
+type BuildInfo struct {
+	// Libtorch is the libtorch version ("2.1.0"), or "" when unknown (gotch built outside this project).
+	Libtorch string `json:"libtorch"`
+	// CUDA reports whether the CUDA libraries were linked.
+	CUDA bool `json:"cuda"`
+	// StubbedOps lists the generated gotch wrappers (op names, e.g. "scaled_dot_product_attention")
+	// that did not compile against this libtorch and return an error instead.
+	StubbedOps []string `json:"stubbed_ops"`
+	// GeneratedWrappers is the number of generated wrappers gotch has.
+	GeneratedWrappers int `json:"generated_wrappers"`
+	// Known is false when no build information was compiled in.
+	Known bool `json:"-"`
+}
+
+var (
+	buildOnce sync.Once
+	build     BuildInfo
+)
+
+// Build returns the build information recorded by scripts/configure_gotch.py.
+func Build() BuildInfo {
+	buildOnce.Do(func() {
+		if s := buildInfoJSON(); s != "" && json.Unmarshal([]byte(s), &build) == nil {
+			build.Known = true
+		}
+	})
+	return build
+}
+
+// HasOp reports whether the gotch wrapper for op (a libtorch op name such as
+// "scaled_dot_product_attention") is a real one. It is true when nothing is known about the build.
+func HasOp(op string) bool {
+	for _, s := range Build().StubbedOps {
+		if s == op {
+			return false
+		}
+	}
+	return true
+}
