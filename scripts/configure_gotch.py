@@ -132,6 +132,24 @@ def split_functions(text):
     return funcs
 
 
+# Wrappers whose generated code passes an undefined tensor as an engaged optional<Tensor>, which
+# libtorch 2.1 rejects ("Expected attn_mask dtype to be bool or to match query dtype"): an undefined
+# (None) mask must become nullopt.
+OPTIONAL_TENSOR_FIXES = {
+    "atg_scaled_dot_product_attention": (
+        "(attn_mask ? *attn_mask : torch::Tensor())",
+        "((attn_mask && attn_mask->defined()) ? c10::optional<torch::Tensor>(*attn_mask) : c10::optional<torch::Tensor>())",
+    ),
+}
+
+
+def fix_optional(name, body):
+    fix = OPTIONAL_TENSOR_FIXES.get(name)
+    if not fix:
+        return body
+    return [line.replace(fix[0], fix[1]) for line in body]
+
+
 def stub(sig, name, version):
     ret = sig.split(name)[0].strip()
     msg = f"gotch: op {name[len('atg_'):]} is not available in libtorch {version}"
@@ -149,7 +167,7 @@ def chunk_source(funcs, stubs, version):
     spans = []  # (first line, last line, name), 1-based, in the written file
     line = PRELUDE.count("\n") + 1
     for name, sig, body in funcs:
-        lines = stub(sig, name, version) if name in stubs else body
+        lines = stub(sig, name, version) if name in stubs else fix_optional(name, body)
         spans.append((line, line + len(lines) - 1, name))
         out.extend(lines)
         out.append("")

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/sugarme/gotch"
-	)
+)
 
 // TestSmokeMatmul runs a tensor op through gotch on the CPU and reports the libtorch version.
 func TestSmokeMatmul(t *testing.T) {

@@ -1,0 +1,134 @@
+package safety
+
+import (
+	"fmt"
+	"math"
+)
+
+// Concepts are the checker's concept embeddings and thresholds: 17 NSFW concepts and 3 "special care"
+// ones in the published model, read from the checkpoint (concept_embeds, concept_embeds_weights,
+// special_care_embeds, special_care_embeds_weights).
+type Concepts struct {
+	// Embeds are the NSFW concept embeddings, one row of ProjectionDim values each.
+	Embeds [][]float32
+	// Thresholds are the NSFW concept thresholds, one per row of Embeds.
+	Thresholds []float32
+	// SpecialEmbeds and SpecialThresholds are the special-care concepts.
+	SpecialEmbeds     [][]float32
+	SpecialThresholds []float32
+}
+
+// specialCareAdjustment is what diffusers adds to every later score once a special-care concept hits.
+const specialCareAdjustment = float32(0.01)
+
+// score applies diffusers' StableDiffusionSafetyChecker.forward rule to one image embedding
+// (embeds: [P], in float32) and fills r. userAdjustment is added to every NSFW concept score
+// (0 reproduces diffusers). It returns an error when the embedding or a similarity is not finite.
+//
+// The arithmetic is numpy's float32 arithmetic as diffusers runs it:
+//
+//	special_k = round3(cos_k − w_k + adj)   adj starts at 0 and becomes 0.01 after the first special hit
+//	concept_k = round3(cos_k − w_k + adj)   NSFW iff any concept_k > 0
+//
+// where round3(x) = rint(float32(x·1000))/1000 (round half to even), so a score counts iff
+// float32(x·1000) > 0.5.
+func (c *Concepts) score(embeds []float32, userAdjustment float32, r *Result) error {
+	for i, e := range embeds {
+		if !finite32(e) {
+			return fmt.Errorf("%w: image embedding[%d] = %v", ErrNonFinite, i, e)
+		}
+	}
+	r.ImageEmbeds = embeds
+	r.SpecialCosDist = cosineSimilarities(embeds, c.SpecialEmbeds)
+	r.CosDist = cosineSimilarities(embeds, c.Embeds)
+	for _, s := range [][]float32{r.SpecialCosDist, r.CosDist} {
+		for i, v := range s {
+			if !finite32(v) {
+				return fmt.Errorf("%w: cosine similarity[%d] = %v", ErrNonFinite, i, v)
+			}
+		}
+	}
+
+	adjustment := float32(0)
+	r.SpecialScores = make([]float32, len(r.SpecialCosDist))
+	r.SpecialConcepts = r.SpecialConcepts[:0]
+	for k, cos := range r.SpecialCosDist {
+		s := round3(cos - c.SpecialThresholds[k] + adjustment)
+		r.SpecialScores[k] = s
+		if s > 0 {
+			r.SpecialConcepts = append(r.SpecialConcepts, k)
+			adjustment = specialCareAdjustment
+		}
+	}
+	r.SpecialCare = len(r.SpecialConcepts) > 0
+
+	r.ConceptScores = make([]float32, len(r.CosDist))
+	r.BadConcepts = r.BadConcepts[:0]
+	for k, cos := range r.CosDist {
+		s := round3(cos - c.Thresholds[k] + adjustment + userAdjustment)
+		r.ConceptScores[k] = s
+		if s > 0 {
+			r.BadConcepts = append(r.BadConcepts, k)
+		}
+	}
+	r.NSFW = len(r.BadConcepts) > 0
+	if r.SpecialConcepts == nil {
+		r.SpecialConcepts = []int{}
+	}
+	if r.BadConcepts == nil {
+		r.BadConcepts = []int{}
+	}
+	return nil
+}
+
+// round3 is numpy's round(x, 3) on a float32: rint(x·1000)/1000, every step in float32.
+func round3(x float32) float32 {
+	y := x * 1000
+	return float32(math.RoundToEven(float64(y))) / 1000
+}
+
+// cosineSimilarities returns cos(e, rows[k]) for every row, as torch computes
+// mm(normalize(e), normalize(rows)ᵀ) with normalize(v) = v / max(‖v‖₂, 1e-12): norms and dot
+// products accumulate in float64 and each normalised element is rounded to float32.
+func cosineSimilarities(e []float32, rows [][]float32) []float32 {
+	ne := normalize(e)
+	out := make([]float32, len(rows))
+	for k, row := range rows {
+		nr := normalize(row)
+		var dot float64
+		for i := range ne {
+			dot += float64(ne[i]) * float64(nr[i])
+		}
+		out[k] = float32(dot)
+	}
+	return out
+}
+
+func normalize(v []float32) []float32 {
+	var ss float64
+	for _, x := range v {
+		ss += float64(x) * float64(x)
+	}
+	n := float32(math.Max(math.Sqrt(ss), 1e-12))
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = x / n
+	}
+	return out
+}
+
+func finite32(x float32) bool {
+	return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
+}
+
+// rows splits flat into rows of width n.
+func rows(flat []float32, n int) [][]float32 {
+	if n <= 0 {
+		return nil
+	}
+	out := make([][]float32, 0, len(flat)/n)
+	for i := 0; i+n <= len(flat); i += n {
+		out = append(out, flat[i:i+n:i+n])
+	}
+	return out
+}

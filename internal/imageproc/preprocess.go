@@ -1,0 +1,244 @@
+package imageproc
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// ResizeSize returns the size (width, height) the image is resized to, like transformers'
+// PIL-backend resize: for ShortestEdge S the short side becomes S and the long side
+// int(S·long/short) (truncated), capped by LongestEdge as in get_size_with_aspect_ratio; otherwise
+// Height×Width. With DoResize false it returns the source size.
+func (c Config) ResizeSize(srcW, srcH int) (w, h int, err error) {
+	if srcW <= 0 || srcH <= 0 {
+		return 0, 0, fmt.Errorf("imageproc: %dx%d image: %w", srcW, srcH, ErrEmptyImage)
+	}
+	if !c.DoResize {
+		return srcW, srcH, nil
+	}
+	s := c.Size
+	switch {
+	case s.ShortestEdge > 0 && s.LongestEdge > 0:
+		h, w = sizeWithAspectRatio(srcH, srcW, s.ShortestEdge, s.LongestEdge)
+	case s.ShortestEdge > 0:
+		short, long := srcW, srcH
+		if srcW > srcH {
+			short, long = srcH, srcW
+		}
+		newLong := int(float64(s.ShortestEdge*long) / float64(short))
+		if srcW <= srcH {
+			w, h = s.ShortestEdge, newLong
+		} else {
+			w, h = newLong, s.ShortestEdge
+		}
+	case s.Height > 0 && s.Width > 0:
+		w, h = s.Width, s.Height
+	default:
+		return 0, 0, fmt.Errorf("imageproc: invalid size %+v", s)
+	}
+	if w <= 0 || h <= 0 {
+		return 0, 0, fmt.Errorf("imageproc: %dx%d image resizes to %dx%d: %w", srcW, srcH, w, h, ErrEmptyImage)
+	}
+	if int64(w)*int64(h) > maxRGBPixels {
+		return 0, 0, fmt.Errorf("imageproc: %dx%d image resizes to %dx%d: %w", srcW, srcH, w, h, ErrTooLarge)
+	}
+	return w, h, nil
+}
+
+// sizeWithAspectRatio is transformers' get_size_with_aspect_ratio((height, width), size, max_size),
+// with Python's float arithmetic and round-half-to-even; it returns (height, width).
+func sizeWithAspectRatio(height, width, size, maxSize int) (int, int) {
+	minOrig := float64(min(height, width))
+	maxOrig := float64(max(height, width))
+	raw := -1.0
+	if maxOrig/minOrig*float64(size) > float64(maxSize) {
+		raw = float64(maxSize) * minOrig / maxOrig
+		size = int(math.RoundToEven(raw))
+	}
+	switch {
+	case (height <= width && height == size) || (width <= height && width == size):
+		return height, width
+	case width < height:
+		if raw >= 0 {
+			return int(raw * float64(height) / float64(width)), size
+		}
+		return int(float64(size*height) / float64(width)), size
+	default:
+		if raw >= 0 {
+			return size, int(raw * float64(width) / float64(height))
+		}
+		return size, int(float64(size*width) / float64(height))
+	}
+}
+
+// OutputSize returns the size (width, height) of the preprocessed image for a srcW×srcH input: the
+// crop size with DoCenterCrop, else the resize size.
+func (c Config) OutputSize(srcW, srcH int) (w, h int, err error) {
+	w, h, err = c.ResizeSize(srcW, srcH)
+	if err != nil {
+		return 0, 0, err
+	}
+	if c.DoCenterCrop {
+		return c.CropWidth, c.CropHeight, nil
+	}
+	return w, h, nil
+}
+
+// lut returns, per channel, the float32 value of every 8-bit level after rescale and normalise:
+// float32(float64(v)·rescale_factor), then (x − float32(mean))/float32(std) in float32, exactly the
+// operations (and roundings) of transformers' rescale and normalize.
+func (c Config) lut() *[3][256]float32 {
+	var t [3][256]float32
+	for ch := range 3 {
+		m, s := float32(c.ImageMean[ch]), float32(c.ImageStd[ch])
+		for v := range 256 {
+			x := float32(v)
+			if c.DoRescale {
+				x = float32(float64(v) * c.RescaleFactor)
+			}
+			if c.DoNormalize {
+				x = float32(float32(x-m) / s)
+			}
+			t[ch][v] = x
+		}
+	}
+	return &t
+}
+
+// Preprocess turns src into the model input: resize (Config.ResizeSize, Pillow arithmetic), centre
+// crop (top = (H−cropH)//2, left = (W−cropW)//2, floor division; where the image is smaller than the
+// crop the missing pixels are zeros before rescaling, as transformers pads), rescale, normalise.
+// dst receives float32 values in CHW order, shape [3, h, w] with (w, h) = OutputSize, so
+// len(dst) must be 3·w·h.
+func (c Config) Preprocess(src *RGB, dst []float32) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	return c.preprocess(src, dst, c.lut(), runtime.GOMAXPROCS(0))
+}
+
+func (c Config) preprocess(src *RGB, dst []float32, lut *[3][256]float32, workers int) error {
+	if err := src.validate(); err != nil {
+		return err
+	}
+	rw, rh, err := c.ResizeSize(src.Width, src.Height)
+	if err != nil {
+		return err
+	}
+	ow, oh, top, left := rw, rh, 0, 0
+	if c.DoCenterCrop {
+		ow, oh = c.CropWidth, c.CropHeight
+		top, left = floorDiv(rh-oh, 2), floorDiv(rw-ow, 2)
+	}
+	if len(dst) != 3*ow*oh {
+		return fmt.Errorf("imageproc: preprocess: dst has %d values, want 3x%dx%d = %d", len(dst), oh, ow, 3*ow*oh)
+	}
+	// The part of the resized image that the crop keeps.
+	y0, y1 := max(top, 0), min(top+oh, rh)
+	x0, x1 := max(left, 0), min(left+ow, rw)
+	region := &RGB{Width: x1 - x0, Height: y1 - y0}
+	if region.Width == rw && region.Height == rh && rw == src.Width && rh == src.Height {
+		region = src // no resize, no crop
+	} else {
+		region.Pix = make([]uint8, region.Width*region.Height*3)
+		if err := resizeRegion(src, rw, rh, c.Resample, x0, y0, region, workers); err != nil {
+			return err
+		}
+	}
+	plane := ow * oh
+	padded := y0-top > 0 || x0-left > 0 || y1-top < oh || x1-left < ow
+	if padded {
+		for ch := range 3 {
+			z := lut[ch][0]
+			p := dst[ch*plane : (ch+1)*plane]
+			for i := range p {
+				p[i] = z
+			}
+		}
+	}
+	l0, l1, l2 := &lut[0], &lut[1], &lut[2]
+	for y := 0; y < region.Height; y++ {
+		in := region.Pix[y*region.Width*3 : (y+1)*region.Width*3]
+		o := (y+y0-top)*ow + (x0 - left)
+		d0 := dst[o : o+region.Width]
+		d1 := dst[plane+o : plane+o+region.Width]
+		d2 := dst[2*plane+o : 2*plane+o+region.Width]
+		for x := range d0 {
+			p := in[3*x : 3*x+3 : 3*x+3]
+			d0[x] = l0[p[0]]
+			d1[x] = l1[p[1]]
+			d2[x] = l2[p[2]]
+		}
+	}
+	return nil
+}
+
+func floorDiv(a, b int) int {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// PreprocessBatch preprocesses every image (see Preprocess) into one [B, 3, h, w] float32 tensor
+// (batch-major, CHW per image). All images must yield the same output size (always true with centre
+// cropping). Images are processed in parallel on up to GOMAXPROCS goroutines.
+func (c Config) PreprocessBatch(srcs []*RGB) ([]float32, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if len(srcs) == 0 {
+		return nil, nil
+	}
+	var w, h int
+	for i, s := range srcs {
+		if err := s.validate(); err != nil {
+			return nil, fmt.Errorf("imageproc: batch image %d: %w", i, err)
+		}
+		iw, ih, err := c.OutputSize(s.Width, s.Height)
+		if err != nil {
+			return nil, fmt.Errorf("imageproc: batch image %d: %w", i, err)
+		}
+		if i == 0 {
+			w, h = iw, ih
+		} else if iw != w || ih != h {
+			return nil, fmt.Errorf("imageproc: batch image %d gives %dx%d, image 0 gives %dx%d", i, iw, ih, w, h)
+		}
+	}
+	per := 3 * w * h
+	out := make([]float32, len(srcs)*per)
+	lut := c.lut()
+	procs := runtime.GOMAXPROCS(0)
+	workers := min(procs, len(srcs))
+	inner := max(1, procs/len(srcs)) // row parallelism when the batch is smaller than the CPU count
+	errs := make([]error, len(srcs))
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				next.Lock()
+				k := i
+				i++
+				next.Unlock()
+				if k >= len(srcs) {
+					return
+				}
+				errs[k] = c.preprocess(srcs[k], out[k*per:(k+1)*per], lut, inner)
+			}
+		}()
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("imageproc: batch image %d: %w", k, err)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,138 @@
+package safety
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// Device selects where the model runs.
+type Device string
+
+const (
+	// DeviceAuto uses CUDA when libtorch was built with it and a GPU is visible, else the CPU.
+	DeviceAuto Device = "auto"
+	// DeviceCPU runs on the CPU.
+	DeviceCPU Device = "cpu"
+	// DeviceCUDA runs on the first CUDA GPU; loading fails when there is none.
+	DeviceCUDA Device = "cuda"
+)
+
+// DType selects the compute precision of the vision tower. Scores are always computed in float32.
+type DType string
+
+const (
+	// Float32 is the default and the reference's precision.
+	Float32 DType = "float32"
+	// Float16 halves memory and is fast on GPUs; on a CPU libtorch 2.1 lacks some float16 kernels.
+	Float16 DType = "float16"
+	// BFloat16 is fast on CPUs with AVX512-BF16/AMX and on recent GPUs.
+	BFloat16 DType = "bfloat16"
+)
+
+// Option configures [Load].
+type Option func(*options) error
+
+type options struct {
+	device      Device
+	dtype       DType
+	batchSize   int
+	threads     int
+	adjustment  float32
+	maxPixels   int64
+	orientation bool
+	processor   string // preprocessor_config.json path override
+}
+
+func defaultOptions() options {
+	return options{device: DeviceAuto, dtype: Float32, batchSize: 8, maxPixels: 100_000_000}
+}
+
+// WithDevice selects the device (default [DeviceAuto]).
+func WithDevice(d Device) Option {
+	return func(o *options) error {
+		switch d {
+		case DeviceAuto, DeviceCPU, DeviceCUDA:
+			o.device = d
+			return nil
+		}
+		return fmt.Errorf("%w: device %q (want auto, cpu or cuda)", ErrInvalidOption, d)
+	}
+}
+
+// WithDType selects the compute precision (default [Float32]).
+func WithDType(d DType) Option {
+	return func(o *options) error {
+		switch d {
+		case Float32, Float16, BFloat16:
+			o.dtype = d
+			return nil
+		}
+		return fmt.Errorf("%w: dtype %q (want float32, float16 or bfloat16)", ErrInvalidOption, d)
+	}
+}
+
+// WithBatchSize sets how many images go through the model at once (default 8).
+func WithBatchSize(n int) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("%w: batch size %d (want > 0)", ErrInvalidOption, n)
+		}
+		o.batchSize = n
+		return nil
+	}
+}
+
+// WithThreads sets libtorch's intra-op thread count (default: libtorch's own choice, usually the
+// number of physical cores).
+func WithThreads(n int) Option {
+	return func(o *options) error {
+		if n <= 0 || n > 4*runtime.NumCPU()+64 {
+			return fmt.Errorf("%w: threads %d", ErrInvalidOption, n)
+		}
+		o.threads = n
+		return nil
+	}
+}
+
+// WithAdjustment adds x to every NSFW concept score before the verdict: 0 (the default) reproduces
+// diffusers; a positive value makes the checker stricter, a negative one more lenient. It is the
+// knob diffusers users patch into the pipeline by hand.
+func WithAdjustment(x float32) Option {
+	return func(o *options) error {
+		if !finite32(x) || x < -1 || x > 1 {
+			return fmt.Errorf("%w: adjustment %v (want a value in [-1, 1])", ErrInvalidOption, x)
+		}
+		o.adjustment = x
+		return nil
+	}
+}
+
+// WithMaxPixels refuses, before decoding, any encoded image whose header declares more than n pixels
+// (default 100 megapixels).
+func WithMaxPixels(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("%w: max pixels %d", ErrInvalidOption, n)
+		}
+		o.maxPixels = n
+		return nil
+	}
+}
+
+// WithEXIFOrientation applies the EXIF orientation of decoded images. The reference does not (it
+// checks images as stored), so the default is off.
+func WithEXIFOrientation(apply bool) Option {
+	return func(o *options) error {
+		o.orientation = apply
+		return nil
+	}
+}
+
+// WithProcessorConfig reads the preprocessing parameters from path instead of the model directory's
+// preprocessor_config.json.
+func WithProcessorConfig(path string) Option {
+	return func(o *options) error {
+		o.processor = path
+		return nil
+	}
+}

@@ -1,0 +1,290 @@
+package safety
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/sugarme/gotch"
+
+	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/gotchutil"
+	"github.com/sdsafety/safety/internal/imageproc"
+)
+
+// Result is the verdict and the scores for one image. The JSON names are those of the safetycheck
+// command's -json output.
+type Result struct {
+	// NSFW is diffusers' has_nsfw_concept: some concept score is positive.
+	NSFW bool `json:"nsfw"`
+	// SpecialCare reports a special-care concept hit (which lowers every NSFW threshold by 0.01).
+	SpecialCare bool `json:"special_care"`
+	// BadConcepts and SpecialConcepts are the indices of the concepts that hit.
+	BadConcepts     []int `json:"bad_concepts"`
+	SpecialConcepts []int `json:"special_concepts"`
+	// ConceptScores [17] and SpecialScores [3] are diffusers' rounded scores (a score > 0 is a hit):
+	// round(cos − threshold + adjustment, 3). Diffusers computes and discards them.
+	ConceptScores []float32 `json:"concept_scores"`
+	SpecialScores []float32 `json:"special_scores"`
+	// CosDist [17] and SpecialCosDist [3] are the raw cosine similarities to the concept embeddings.
+	CosDist        []float32 `json:"cos_dist"`
+	SpecialCosDist []float32 `json:"special_cos_dist"`
+	// ImageEmbeds is the projected CLIP image embedding [P] (768 in the published model).
+	ImageEmbeds []float32 `json:"image_embeds"`
+	// PooledOutput is the vision tower's pooled output before projection [D].
+	PooledOutput []float32 `json:"pooled_output,omitempty"`
+}
+
+// Checker is diffusers' StableDiffusionSafetyChecker on libtorch: a CLIP vision tower and projection
+// held as gotch tensors on one device, the concept embeddings and thresholds, and the preprocessing
+// of the model's feature extractor.
+//
+// A Checker is safe for concurrent use: model calls are serialised on one OS thread that owns the
+// libtorch state, while decoding and preprocessing run on the callers' goroutines. Close releases
+// every tensor; afterwards all methods return [ErrClosed].
+type Checker struct {
+	worker   *gotchutil.Worker
+	tower    *visionTower
+	owned    gotchutil.Tape // every tensor the checker holds; touched on the worker thread only
+	dropped  bool           // worker thread only: the tensors are gone
+	closed   atomic.Bool
+	concepts *Concepts
+	proc     imageproc.Config
+	info     Info
+	opts     options
+	device   gotch.Device
+	dtype    gotch.DType
+}
+
+// Info describes a loaded Checker.
+type Info struct {
+	Dir            string                  // model directory
+	WeightsFile    string                  // the weights file read
+	Device         Device                  // DeviceCPU or DeviceCUDA (never auto)
+	DType          DType                   // compute precision
+	Vision         checkpoint.VisionConfig // the vision tower's configuration
+	ProjectionDim  int                     // width of ImageEmbeds
+	Concepts       int                     // number of NSFW concepts (17)
+	SpecialConcept int                     // number of special-care concepts (3)
+	Libtorch       string                  // libtorch version, "" when unknown
+	SDPA           bool                    // attention uses scaled_dot_product_attention
+	ImageSize      int                     // side of the model's square input
+}
+
+// Load reads a checker from dir, a directory in the Hugging Face layout of
+// CompVis/stable-diffusion-safety-checker: config.json, one weights file (model.safetensors,
+// pytorch_model.bin or their .fp16 variants; safetensors preferred, the fp16 variant first when
+// computing in float16) and optionally preprocessor_config.json (the SD v1 feature extractor's values
+// otherwise). Nil options mean the defaults: auto device, float32, batch 8, adjustment 0.
+func Load(dir string, opts ...Option) (*Checker, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := checkpoint.LoadConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	proc, err := loadProcessorConfig(dir, o.processor)
+	if err != nil {
+		return nil, err
+	}
+	if proc.DoCenterCrop && (proc.CropHeight != cfg.Vision.ImageSize || proc.CropWidth != cfg.Vision.ImageSize) {
+		return nil, fmt.Errorf("%w: preprocessing crops %dx%d but the model takes %dx%d images", ErrCheckpoint,
+			proc.CropWidth, proc.CropHeight, cfg.Vision.ImageSize, cfg.Vision.ImageSize)
+	}
+	weights, err := checkpoint.FindWeights(dir, o.dtype == Float16)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	w, err := gotchutil.NewWorker()
+	if err != nil {
+		return nil, err
+	}
+	c := &Checker{worker: w, proc: proc, opts: o}
+	c.info = Info{Dir: dir, WeightsFile: weights, DType: o.dtype, Vision: cfg.Vision, ProjectionDim: cfg.ProjectionDim,
+		Libtorch: gotchutil.Build().Libtorch, SDPA: gotchutil.HasOp("scaled_dot_product_attention"),
+		ImageSize: cfg.Vision.ImageSize}
+	if err := w.Do(func() error { return c.load(cfg, weights) }); err != nil {
+		_ = w.Do(func() error { c.owned.Release(); return nil })
+		w.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// load runs on the worker thread.
+func (c *Checker) load(cfg checkpoint.Config, weights string) error {
+	if c.opts.threads > 0 {
+		if err := gotchutil.SetNumThreads(c.opts.threads); err != nil {
+			return err
+		}
+	}
+	cuda := gotch.CUDA.IsAvailable()
+	switch {
+	case c.opts.device == DeviceCUDA && !cuda:
+		return ErrNoCUDA
+	case c.opts.device == DeviceCPU || !cuda:
+		c.device, c.info.Device = gotch.CPU, DeviceCPU
+	default:
+		c.device, c.info.Device = gotch.CudaBuilder(0), DeviceCUDA
+	}
+	switch c.opts.dtype {
+	case Float16:
+		c.dtype = gotch.Half
+	case BFloat16:
+		c.dtype = gotch.BFloat16
+	default:
+		c.dtype = gotch.Float
+	}
+
+	ck, err := checkpoint.Open(weights)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	defer ck.Close()
+	w, concepts, err := loadWeights(&c.owned, ck, cfg, c.device, c.dtype)
+	if err != nil {
+		return err
+	}
+	c.concepts = concepts
+	c.info.Concepts, c.info.SpecialConcept = len(concepts.Thresholds), len(concepts.SpecialThresholds)
+	c.tower = newVisionTower(&c.owned, cfg, w, c.info.SDPA)
+	if err := c.owned.Err(); err != nil {
+		return fmt.Errorf("safety: assemble vision tower: %w", err)
+	}
+	// The separate q, k and v projections now live in the fused ones.
+	for name, x := range w {
+		if isQKV(name) {
+			c.owned.Free(x)
+		}
+	}
+	return nil
+}
+
+func isQKV(name string) bool {
+	return strings.Contains(name, "self_attn.q_proj.") || strings.Contains(name, "self_attn.k_proj.") ||
+		strings.Contains(name, "self_attn.v_proj.")
+}
+
+func loadProcessorConfig(dir, override string) (imageproc.Config, error) {
+	path := override
+	if path == "" {
+		path = filepath.Join(dir, "preprocessor_config.json")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return imageproc.DefaultConfig(), nil
+		}
+	}
+	cfg, err := imageproc.LoadConfig(path)
+	if err != nil {
+		return imageproc.Config{}, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	return cfg, nil
+}
+
+// Info describes the loaded model and where it runs.
+func (c *Checker) Info() Info { return c.info }
+
+// Close releases every tensor and stops the model thread. A Check running concurrently finishes or
+// returns ErrClosed; it never touches freed memory. Close is idempotent.
+func (c *Checker) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	err := c.worker.Do(func() error {
+		c.owned.Release()
+		c.dropped = true
+		return nil
+	})
+	c.worker.Close()
+	if errors.Is(err, gotchutil.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Check preprocesses images exactly as the reference's CLIPImageProcessor does (convert to RGB,
+// Pillow-bicubic resize, centre crop, normalise) and checks them. Results are in input order.
+// An image that cannot be converted fails the call with an error naming its index; ctx cancels
+// between batches and between encoder layers.
+func (c *Checker) Check(ctx context.Context, images []image.Image) ([]Result, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	pix, err := c.preprocessImages(images)
+	if err != nil {
+		return nil, err
+	}
+	return c.CheckPixels(ctx, pix, len(images))
+}
+
+// CheckPixels checks n preprocessed images: pixels is [n, 3, S, S] float32 in row-major order (S =
+// Info().ImageSize), as [Checker.Preprocess] or the reference's pixel_values produce.
+func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]Result, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	s := c.info.ImageSize
+	per := 3 * s * s
+	if n < 0 || len(pixels) != n*per {
+		return nil, fmt.Errorf("%w: %d pixel values for %d images of 3x%dx%d", ErrInvalidInput, len(pixels), n, s, s)
+	}
+	results := make([]Result, 0, n)
+	for start := 0; start < n; start += c.opts.batchSize {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b := min(c.opts.batchSize, n-start)
+		pooled, embeds, err := c.forward(ctx, pixels[start*per:(start+b)*per], b)
+		if err != nil {
+			return nil, err
+		}
+		p, d := c.info.ProjectionDim, c.info.Vision.HiddenSize
+		for i := 0; i < b; i++ {
+			r := Result{PooledOutput: pooled[i*d : (i+1)*d : (i+1)*d]}
+			if err := c.concepts.score(embeds[i*p:(i+1)*p:(i+1)*p], c.opts.adjustment, &r); err != nil {
+				return nil, fmt.Errorf("image %d: %w", start+i, err)
+			}
+			results = append(results, r)
+		}
+	}
+	return results, nil
+}
+
+// forward runs the vision tower on b images on the worker thread.
+// pixels: [b, 3, S, S] → pooled [b·D], embeds [b·P] (float32, host).
+func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled, embeds []float32, err error) {
+	s := int64(c.info.ImageSize)
+	err = c.worker.Do(func() error {
+		if c.dropped {
+			return ErrClosed
+		}
+		var t gotchutil.Tape
+		defer t.Release()
+		x := t.ToDevice(t.Float32(pixels, int64(b), 3, s, s), c.device, c.dtype)
+		pooledT, embedsT := c.tower.forward(ctx, &t, x)
+		if err := t.Err(); err != nil {
+			return err
+		}
+		var err error
+		if pooled, err = gotchutil.Float32s(pooledT); err != nil {
+			return err
+		}
+		embeds, err = gotchutil.Float32s(embedsT)
+		return err
+	})
+	if errors.Is(err, gotchutil.ErrClosed) {
+		err = ErrClosed
+	}
+	if err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+		err = fmt.Errorf("safety: forward: %w", err)
+	}
+	return pooled, embeds, err
+}
