@@ -20,7 +20,12 @@ import (
 // D = hidden size, N = (S/patch)², P = projection dim. Every method here runs on the Checker's worker
 // thread and records what it creates on the caller's tape.
 
-const visionPrefix = "vision_model.vision_model."
+// Key prefixes of the vision tower: diffusers' published checkpoints nest transformers'
+// CLIPVisionModel (vision_model.vision_model.…); some exports flatten it to vision_model.….
+const (
+	visionPrefix     = "vision_model.vision_model."
+	flatVisionPrefix = "vision_model."
+)
 
 // visionTower holds the weights of the vision tower and projection, on the compute device and dtype.
 type visionTower struct {
@@ -174,23 +179,24 @@ func activation(t *gotchutil.Tape, name string, x *ts.Tensor) *ts.Tensor {
 }
 
 // visionKeys lists the checkpoint keys of the vision tower and projection with their shapes.
-func visionKeys(cfg checkpoint.Config) map[string][]int64 {
+// prefix is visionPrefix or flatVisionPrefix.
+func visionKeys(cfg checkpoint.Config, prefix string) map[string][]int64 {
 	v := cfg.Vision
 	d, i := int64(v.HiddenSize), int64(v.IntermediateSize)
 	p, c := int64(v.PatchSize), int64(v.NumChannels)
 	n := int64(v.ImageSize/v.PatchSize)*int64(v.ImageSize/v.PatchSize) + 1
 	keys := map[string][]int64{
-		visionPrefix + "embeddings.class_embedding":           {d},
-		visionPrefix + "embeddings.patch_embedding.weight":    {d, c, p, p},
-		visionPrefix + "embeddings.position_embedding.weight": {n, d},
-		visionPrefix + "pre_layrnorm.weight":                  {d},
-		visionPrefix + "pre_layrnorm.bias":                    {d},
-		visionPrefix + "post_layernorm.weight":                {d},
-		visionPrefix + "post_layernorm.bias":                  {d},
-		"visual_projection.weight":                            {int64(cfg.ProjectionDim), d},
+		prefix + "embeddings.class_embedding":           {d},
+		prefix + "embeddings.patch_embedding.weight":    {d, c, p, p},
+		prefix + "embeddings.position_embedding.weight": {n, d},
+		prefix + "pre_layrnorm.weight":                  {d},
+		prefix + "pre_layrnorm.bias":                    {d},
+		prefix + "post_layernorm.weight":                {d},
+		prefix + "post_layernorm.bias":                  {d},
+		"visual_projection.weight":                      {int64(cfg.ProjectionDim), d},
 	}
 	for l := 0; l < v.NumHiddenLayers; l++ {
-		pre := fmt.Sprintf("%sencoder.layers.%d.", visionPrefix, l)
+		pre := fmt.Sprintf("%sencoder.layers.%d.", prefix, l)
 		for _, proj := range []string{"q_proj", "k_proj", "v_proj", "out_proj"} {
 			keys[pre+"self_attn."+proj+".weight"] = []int64{d, d}
 			keys[pre+"self_attn."+proj+".bias"] = []int64{d}
@@ -209,7 +215,7 @@ func visionKeys(cfg checkpoint.Config) map[string][]int64 {
 
 // newVisionTower assembles the tower from loaded weights (keys as in visionKeys), fusing each layer's
 // q, k and v projections. Tensors it creates are recorded on t; the caller keeps them.
-func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.Tensor, useSDPA bool) *visionTower {
+func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *visionTower {
 	v := cfg.Vision
 	eps := v.LayerNormEps
 	ln := func(name string) layerNorm {
@@ -217,18 +223,18 @@ func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.T
 	}
 	tower := &visionTower{
 		cfg:         v,
-		patchWeight: w[visionPrefix+"embeddings.patch_embedding.weight"],
-		classEmbed:  w[visionPrefix+"embeddings.class_embedding"],
-		posEmbed:    w[visionPrefix+"embeddings.position_embedding.weight"],
-		preNorm:     ln(visionPrefix + "pre_layrnorm"),
-		postNorm:    ln(visionPrefix + "post_layernorm"),
+		patchWeight: w[prefix+"embeddings.patch_embedding.weight"],
+		classEmbed:  w[prefix+"embeddings.class_embedding"],
+		posEmbed:    w[prefix+"embeddings.position_embedding.weight"],
+		preNorm:     ln(prefix + "pre_layrnorm"),
+		postNorm:    ln(prefix + "post_layernorm"),
 		projection:  w["visual_projection.weight"],
 		useSDPA:     useSDPA,
 	}
 	heads := int64(v.NumAttentionHeads)
 	scale := 1 / math.Sqrt(float64(v.HiddenSize/v.NumAttentionHeads))
 	for l := 0; l < v.NumHiddenLayers; l++ {
-		pre := fmt.Sprintf("%sencoder.layers.%d.", visionPrefix, l)
+		pre := fmt.Sprintf("%sencoder.layers.%d.", prefix, l)
 		att := pre + "self_attn."
 		qkvW := t.Cat(0, w[att+"q_proj.weight"], w[att+"k_proj.weight"], w[att+"v_proj.weight"])
 		qkvB := t.Cat(0, w[att+"q_proj.bias"], w[att+"k_proj.bias"], w[att+"v_proj.bias"])

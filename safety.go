@@ -150,13 +150,13 @@ func (c *Checker) load(cfg checkpoint.Config, weights string) error {
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	defer ck.Close()
-	w, concepts, err := loadWeights(&c.owned, ck, cfg, c.device, c.dtype)
+	w, concepts, prefix, err := loadWeights(&c.owned, ck, cfg, c.device, c.dtype)
 	if err != nil {
 		return err
 	}
 	c.concepts = concepts
 	c.info.Concepts, c.info.SpecialConcept = len(concepts.Thresholds), len(concepts.SpecialThresholds)
-	c.tower = newVisionTower(&c.owned, cfg, w, c.info.SDPA)
+	c.tower = newVisionTower(&c.owned, cfg, w, prefix, c.info.SDPA)
 	if err := c.owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble vision tower: %w", err)
 	}

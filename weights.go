@@ -22,15 +22,23 @@ const (
 
 // ignoredKeys are buffers the published checkpoints carry and the model does not use.
 var ignoredKeys = map[string]bool{
-	visionPrefix + "embeddings.position_ids": true,
+	visionPrefix + "embeddings.position_ids":     true,
+	flatVisionPrefix + "embeddings.position_ids": true,
 }
 
 // loadWeights validates the checkpoint against cfg and loads the vision weights one tensor at a time
 // onto device in dtype (so peak host memory stays near one copy of the weights), and the concept
 // head into host float32. Tensors it creates are recorded on t.
+// It returns the weights by checkpoint key, the concepts, and the key prefix of the vision tower.
 func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Config,
-	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, error) {
-	want := visionKeys(cfg)
+	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
+	prefix := visionPrefix
+	if _, nested := ck.Info(visionPrefix + "embeddings.class_embedding"); !nested {
+		if _, flat := ck.Info(flatVisionPrefix + "embeddings.class_embedding"); flat {
+			prefix = flatVisionPrefix
+		}
+	}
+	want := visionKeys(cfg, prefix)
 	p := int64(cfg.ProjectionDim)
 
 	// Concept counts come from the checkpoint (17 and 3 in the published model).
@@ -75,14 +83,14 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		if len(problems) > 8 {
 			problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
 		}
-		return nil, nil, fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
+		return nil, nil, "", fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
 	}
 
 	w := make(map[string]*ts.Tensor, len(want))
 	for _, name := range sortedKeys(want) {
 		x, err := loadTensor(ck, name, device, dtype)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		t.Record(name, x, nil)
 		w[name] = x
@@ -92,15 +100,15 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 	for name := range head {
 		tn, err := ck.Tensor(name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
 		v, err := tn.Float32()
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
 		for i, x := range v {
 			if !finite32(x) {
-				return nil, nil, fmt.Errorf("%w: %s: tensor %q element %d is %v", ErrCheckpoint, ck.Path(), name, i, x)
+				return nil, nil, "", fmt.Errorf("%w: %s: tensor %q element %d is %v", ErrCheckpoint, ck.Path(), name, i, x)
 			}
 		}
 		host[name] = v
@@ -111,7 +119,7 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		SpecialEmbeds:     rows(host[keySpecialEmbeds], int(p)),
 		SpecialThresholds: host[keySpecialThresholds],
 	}
-	return w, concepts, nil
+	return w, concepts, prefix, nil
 }
 
 // loadTensor copies one checkpoint tensor into libtorch, converts it to dtype and moves it to device.

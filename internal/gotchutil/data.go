@@ -52,3 +52,8 @@ func Float32s(x *ts.Tensor) ([]float32, error) {
 	}
 	return out, nil
 }
+
+// LiveTensors returns the number of gotch tensors not yet dropped (gotch's registry of tensors).
+// Used by tests to check that an operation drops every intermediate; it reads gotch's registry
+// without its lock, so call it only while no tensor is being created or dropped.
+func LiveTensors() int { return len(ts.ExistingTensors) }
