@@ -3,6 +3,8 @@ package safety
 import (
 	"fmt"
 	"runtime"
+
+	"github.com/sdsafety/safety/hub"
 )
 
 // Device selects where the model runs.
@@ -41,6 +43,11 @@ type options struct {
 	maxPixels   int64
 	orientation bool
 	processor   string // preprocessor_config.json path override
+
+	// FromPretrained only
+	revision  string
+	subfolder string
+	hub       *hub.Client
 }
 
 func defaultOptions() options {

@@ -32,7 +32,7 @@ const (
 	exitFailed   = 1
 	exitUsage    = 2
 	exitFlagged  = 3
-	defaultModel = "CompVis/stable-diffusion-safety-checker"
+	defaultModel = safety.DefaultModel
 )
 
 type config struct {
@@ -107,16 +107,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	dir, err := resolveModel(ctx, c, stderr)
+	checker, err := load(ctx, c, opts, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "safetycheck: %v\n", err)
-		return exitFailed
-	}
-	checker, err := safety.Load(dir, opts...)
-	if err != nil {
-		var optErr = errors.Is(err, safety.ErrInvalidOption)
-		fmt.Fprintf(stderr, "safetycheck: load %s: %v\n", dir, err)
-		if optErr {
+		fmt.Fprintf(stderr, "safetycheck: load %s: %v\n", c.model, err)
+		if errors.Is(err, safety.ErrInvalidOption) {
 			return exitUsage
 		}
 		return exitFailed

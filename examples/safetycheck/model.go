@@ -2,17 +2,20 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+
+	"github.com/sdsafety/safety"
+	"github.com/sdsafety/safety/hub"
 )
 
-// resolveModel returns a local model directory for c.model: an existing directory (plus -subfolder),
-// or a hub repo id fetched into (or found in) the Hugging Face cache.
-func resolveModel(ctx context.Context, c config, stderr io.Writer) (string, error) {
-	if st, err := os.Stat(c.model); err == nil && st.IsDir() {
-		return filepath.Join(c.model, c.subfolder), nil
+// load resolves c.model (a local directory, or a hub repo id fetched into the shared Hugging Face
+// cache with a progress bar on a terminal) and loads the checker.
+func load(ctx context.Context, c config, opts []safety.Option, stderr io.Writer) (*safety.Checker, error) {
+	client := hub.NewClient()
+	if f, ok := stderr.(*os.File); ok && !c.quiet && hub.IsTerminal(f) {
+		client.Progress = hub.NewTextProgress(stderr).Update
 	}
-	return "", fmt.Errorf("model %q: no such directory", c.model)
+	opts = append(opts, safety.WithSubfolder(c.subfolder), safety.WithRevision(c.revision), safety.WithHubClient(client))
+	return safety.FromPretrained(ctx, c.model, opts...)
 }
