@@ -9,7 +9,7 @@ OUT ?= out
 # go test's own timeout for the whole run; CI allows far more than the suite needs.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: setup test check vet fmt demo parity golden reference bench fuzz clean
+.PHONY: setup test vet fmt demo parity golden reference fullsize test-full bench fuzz clean
 
 # setup: libtorch (2.1.0 wheel, or $LIBTORCH) and the configured gotch copy + go.work. Idempotent.
 setup:
@@ -39,6 +39,14 @@ reference:
 
 golden: reference
 	.venv/bin/python reference/make_golden.py
+
+# fullsize: a random-weight checkpoint with the real ViT-L/14 shapes and the reference's answers
+# (1.2 GB, git-ignored) for TestFullSizeViTL14 and the benchmarks.
+fullsize: reference
+	.venv/bin/python reference/fullsize.py bench-cache/fullsize
+
+test-full: setup fullsize
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestFullSize' -v .
 
 clean:
 	rm -rf $(OUT)
