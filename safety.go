@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -110,8 +111,7 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	}
 	c := &Checker{worker: w, proc: proc, opts: o}
 	c.info = Info{Dir: dir, WeightsFile: weights, DType: o.dtype, Vision: cfg.Vision, ProjectionDim: cfg.ProjectionDim,
-		Libtorch: gotchutil.Build().Libtorch, SDPA: gotchutil.HasOp("scaled_dot_product_attention"),
-		ImageSize: cfg.Vision.ImageSize}
+		Libtorch: gotchutil.Build().Libtorch, ImageSize: cfg.Vision.ImageSize}
 	if err := w.Do(func() error { return c.load(cfg, weights) }); err != nil {
 		_ = w.Do(func() error { c.owned.Release(); return nil })
 		w.Close()
@@ -127,6 +127,7 @@ func (c *Checker) load(cfg checkpoint.Config, weights string) error {
 			return err
 		}
 	}
+	c.info.SDPA = gotchutil.SDPAWorks()
 	cuda := gotch.CUDA.IsAvailable()
 	switch {
 	case c.opts.device == DeviceCUDA && !cuda:
@@ -246,14 +247,24 @@ func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]R
 		if err != nil {
 			return nil, err
 		}
-		p, d := c.info.ProjectionDim, c.info.Vision.HiddenSize
-		for i := 0; i < b; i++ {
-			r := Result{PooledOutput: pooled[i*d : (i+1)*d : (i+1)*d]}
-			if err := c.concepts.score(embeds[i*p:(i+1)*p:(i+1)*p], c.opts.adjustment, &r); err != nil {
-				return nil, fmt.Errorf("image %d: %w", start+i, err)
-			}
-			results = append(results, r)
+		if results, err = c.appendResults(results, pooled, embeds, b); err != nil {
+			return nil, err
 		}
+	}
+	return results, nil
+}
+
+// appendResults scores b images of one batch (pooled [b·D], embeds [b·P]) and appends their results;
+// errors name the image by its index in the whole call (len(results) + i).
+func (c *Checker) appendResults(results []Result, pooled, embeds []float32, b int) ([]Result, error) {
+	p, d := c.info.ProjectionDim, c.info.Vision.HiddenSize
+	start := len(results)
+	for i := 0; i < b; i++ {
+		r := Result{PooledOutput: pooled[i*d : (i+1)*d : (i+1)*d]}
+		if err := c.concepts.score(embeds[i*p:(i+1)*p:(i+1)*p], c.opts.adjustment, &r); err != nil {
+			return nil, fmt.Errorf("image %d: %w", start+i, err)
+		}
+		results = append(results, r)
 	}
 	return results, nil
 }
@@ -268,23 +279,39 @@ func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled,
 		}
 		var t gotchutil.Tape
 		defer t.Release()
-		x := t.ToDevice(t.Float32(pixels, int64(b), 3, s, s), c.device, c.dtype)
-		pooledT, embedsT := c.tower.forward(ctx, &t, x)
-		if err := t.Err(); err != nil {
-			return err
-		}
 		var err error
-		if pooled, err = gotchutil.Float32s(pooledT); err != nil {
-			return err
-		}
-		embeds, err = gotchutil.Float32s(embedsT)
+		pooled, embeds, err = c.forwardTensor(ctx, &t, t.Float32(pixels, int64(b), 3, s, s))
 		return err
 	})
+	return pooled, embeds, forwardError(ctx, err)
+}
+
+// forwardTensor runs the vision tower on preprocessed pixels already held as a tensor. It runs on the
+// worker thread (the caller checks c.dropped) and records its tensors on t.
+// pixels: [b, 3, S, S], any float dtype, any device → pooled [b·D], embeds [b·P] (float32, host).
+func (c *Checker) forwardTensor(ctx context.Context, t *gotchutil.Tape, pixels *ts.Tensor) (pooled, embeds []float32, err error) {
+	x := t.ToDevice(pixels, c.device, c.dtype)
+	pooledT, embedsT := c.tower.forward(ctx, t, x)
+	if err := t.Err(); err != nil {
+		return nil, nil, err
+	}
+	if pooled, err = gotchutil.Float32s(pooledT); err != nil {
+		return nil, nil, err
+	}
+	if embeds, err = gotchutil.Float32s(embedsT); err != nil {
+		return nil, nil, err
+	}
+	return pooled, embeds, nil
+}
+
+// forwardError maps an error of a model call on the worker: ErrClosed for a closed checker, the
+// context's error as is, anything else wrapped with "safety: forward".
+func forwardError(ctx context.Context, err error) error {
 	if errors.Is(err, gotchutil.ErrClosed) {
 		err = ErrClosed
 	}
 	if err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 		err = fmt.Errorf("safety: forward: %w", err)
 	}
-	return pooled, embeds, err
+	return err
 }

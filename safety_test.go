@@ -390,3 +390,22 @@ func TestMain(m *testing.M) {
 	runtime.GOMAXPROCS(runtime.NumCPU())
 	os.Exit(m.Run())
 }
+
+// TestExplicitAttentionMatchesSDPA checks the fallback used where scaled_dot_product_attention is
+// missing (libtorch < 2.0) or broken: same embeddings and verdicts as the reference.
+func TestExplicitAttentionMatchesSDPA(t *testing.T) {
+	needDir(t, parityDir)
+	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	setSDPA := func(on bool) {
+		_ = c.worker.Do(func() error {
+			for i := range c.tower.layers {
+				c.tower.layers[i].attn.useSDPA = on
+			}
+			return nil
+		})
+	}
+	setSDPA(false)
+	defer setSDPA(c.info.SDPA)
+	compareWithReference(t, c, filepath.Join(parityDir, "images"),
+		readExpected(t, filepath.Join(parityDir, "expected", "expected.json")), float32Tol)
+}

@@ -45,3 +45,17 @@ func HasOp(op string) bool {
 	}
 	return true
 }
+
+// SDPAWorks reports whether scaled_dot_product_attention runs in this build: it is missing before
+// libtorch 2.0 (a stub in the version-adaptive build), and upstream gotch's wrapper passes its absent
+// mask in a way libtorch 2.1 rejects. Call it on the worker thread.
+func SDPAWorks() bool {
+	if !HasOp("scaled_dot_product_attention") {
+		return false
+	}
+	var t Tape
+	defer t.Release()
+	q := t.Float32(make([]float32, 8), 1, 1, 2, 4)
+	t.SDPA(q, q, q, 0.5)
+	return t.Err() == nil
+}

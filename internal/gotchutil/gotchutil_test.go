@@ -110,3 +110,17 @@ func TestWorkerClosed(t *testing.T) {
 	}
 	_ = gotch.CPU
 }
+
+func TestSDPAProbe(t *testing.T) {
+	w, err := NewWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var ok bool
+	_ = w.Do(func() error { ok = SDPAWorks(); return nil })
+	t.Logf("scaled_dot_product_attention usable: %v (libtorch %q)", ok, Build().Libtorch)
+	if Build().Known && Build().Libtorch >= "2.1" && !ok {
+		t.Error("the configured build has a working scaled_dot_product_attention on libtorch >= 2.1, but the probe failed")
+	}
+}
