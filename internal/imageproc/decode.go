@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"image"
 	"image/gif"
-	"image/jpeg"
 	"image/png"
 	"io"
 	"os"
@@ -88,17 +87,19 @@ type codec struct {
 
 var codecs = map[string]codec{
 	FormatPNG:  {png.DecodeConfig, png.Decode},
-	FormatJPEG: {jpeg.DecodeConfig, jpeg.Decode},
+	FormatJPEG: {nil, nil}, // decoded by jpeg.go
 	FormatGIF:  {gif.DecodeConfig, gif.Decode},
 	FormatBMP:  {bmp.DecodeConfig, bmp.Decode},
 	FormatTIFF: {tiff.DecodeConfig, tiff.Decode},
 	FormatWebP: {webp.DecodeConfig, webp.Decode},
 }
 
-// Decode decodes a PNG, JPEG, GIF (first frame), BMP, TIFF or WebP image and converts it to RGB like
-// PIL.Image.open(...).convert("RGB") does (see FromImage; JPEG YCbCr is converted like libjpeg, with
-// fancy chroma upsampling). The header is checked against opts.MaxPixels before the pixels are
-// decoded. Errors wrap ErrEmptyImage, ErrTooLarge, ErrUnsupportedFormat or the decoder's error, and
+// Decode decodes a PNG, JPEG, GIF (first frame), BMP, TIFF or WebP image into the pixels that
+// PIL.Image.open(...).convert("RGB") gives (Pillow 13): see FromImage for the colour-model rules.
+// JPEGs are decoded by this package's libjpeg-exact decoder, lossy WebP planes are converted like
+// libwebp, and a GIF's first frame is placed on its logical screen. The header is checked against
+// opts.MaxPixels before any pixel memory is allocated. Errors wrap ErrEmptyImage, ErrTooLarge,
+// ErrUnsupportedFormat or the decoder's error (truncated JPEG data wraps io.ErrUnexpectedEOF), and
 // name the format.
 func Decode(data []byte, opts *DecodeOptions) (*RGB, error) {
 	if len(data) == 0 {
@@ -109,7 +110,12 @@ func Decode(data []byte, opts *DecodeOptions) (*RGB, error) {
 	if !ok {
 		return nil, fmt.Errorf("imageproc: decode: %w", ErrUnsupportedFormat)
 	}
-	cfg, err := guard(format, func() (image.Config, error) { return c.config(bytes.NewReader(data)) })
+	cfg, err := guard(format, func() (image.Config, error) {
+		if format == FormatJPEG {
+			return jpegConfig(data)
+		}
+		return c.config(bytes.NewReader(data))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("imageproc: decode %s header: %w", format, err)
 	}

@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
 	"io"
+	"runtime"
 )
 
 // This file is a JPEG decoder written to produce exactly the samples that libjpeg(-turbo) gives
@@ -14,7 +17,8 @@ import (
 // inversion followed by its cmyk2rgb. image/jpeg uses a different IDCT and no fancy upsampling, so
 // its output differs from Pillow's by several levels.
 //
-// Not supported (an error): arithmetic coding, lossless and hierarchical JPEG, 12-bit samples, DNL.
+// Not supported (an error): arithmetic coding, lossless and hierarchical JPEG, 12-bit samples, DNL,
+// more than maxJPEGScans scans.
 // Not reproduced: libjpeg's inter-block smoothing, which only applies to progressive files whose
 // scans leave low-frequency coefficient bits unsent.
 
@@ -234,8 +238,14 @@ type jpegDecoder struct {
 	jfif, adobe   bool
 	adobeXform    int
 	eobrun        int32
+	scans         int
 	br            bitReader
 }
+
+// maxJPEGScans bounds the work a small file can cause: every scan walks all blocks, and a corrupt
+// scan costs no data (libjpeg feeds zeros past a marker). Real files have at most a few dozen scans;
+// djpeg suggests 500 as a limit for untrusted input.
+const maxJPEGScans = 500
 
 // decodeJPEG decodes data into packed RGB, the way Pillow's Image.open(...).convert("RGB") sees it.
 func decodeJPEG(data []byte) (*RGB, error) {
@@ -314,6 +324,9 @@ func (d *jpegDecoder) run() error {
 		case 0xda:
 			if !sawFrame {
 				return errors.New("scan before frame header")
+			}
+			if d.scans++; d.scans > maxJPEGScans {
+				return fmt.Errorf("more than %d scans", maxJPEGScans)
 			}
 			next, err = d.scan(seg, next)
 		case 0xe0:
@@ -713,12 +726,14 @@ func (d *jpegDecoder) toRGB() (*RGB, error) {
 		pix := make([]uint8, stride*c.bh*8)
 		// Only the blocks that cover the component's real samples are needed.
 		bw, bh := (c.cw+7)/8, (c.ch+7)/8
-		for by := 0; by < bh; by++ {
-			for bx := 0; bx < bw; bx++ {
-				b := (by*c.bw + bx) * 64
-				idctBlock(c.coef[b:b+64], c.quant, pix[by*8*stride+bx*8:], stride)
+		parallelRows(bh, bw*64*8, runtime.GOMAXPROCS(0), func(lo, hi int) {
+			for by := lo; by < hi; by++ {
+				for bx := 0; bx < bw; bx++ {
+					b := (by*c.bw + bx) * 64
+					idctBlock(c.coef[b:b+64], c.quant, pix[by*8*stride+bx*8:], stride)
+				}
 			}
-		}
+		})
 		c.coef = nil
 		planes[i] = plane{pix, stride, c.cw, c.ch}
 	}
@@ -727,45 +742,52 @@ func (d *jpegDecoder) toRGB() (*RGB, error) {
 		return nil, err
 	}
 	w := d.width
-	rows := make([][]uint8, len(d.comps))
-	for i := range rows {
-		rows[i] = make([]uint8, w)
-	}
-	sums := make([]int32, w)
 	space := d.colorSpace()
-	for y := 0; y < d.height; y++ {
-		for i := range d.comps {
-			c := &d.comps[i]
-			upsampleRow(planes[i], d.hmax/c.h, d.vmax/c.v, y, rows[i], sums)
+	parallelRows(d.height, w*3*8, runtime.GOMAXPROCS(0), func(lo, hi int) {
+		rows := make([][]uint8, len(d.comps))
+		for i := range rows {
+			rows[i] = make([]uint8, w)
 		}
-		o := dst.Pix[y*w*3 : (y+1)*w*3]
-		switch space {
-		case jcsGray:
-			for x, v := range rows[0] {
-				o[3*x], o[3*x+1], o[3*x+2] = v, v, v
+		sums := make([]int32, w)
+		for y := lo; y < hi; y++ {
+			for i := range d.comps {
+				c := &d.comps[i]
+				upsampleRow(planes[i], d.hmax/c.h, d.vmax/c.v, y, rows[i], sums)
 			}
-		case jcsRGB:
-			for x := 0; x < w; x++ {
-				o[3*x], o[3*x+1], o[3*x+2] = rows[0][x], rows[1][x], rows[2][x]
-			}
-		case jcsYCbCr:
-			for x := 0; x < w; x++ {
-				o[3*x], o[3*x+1], o[3*x+2] = yccToRGB(rows[0][x], rows[1][x], rows[2][x])
-			}
-		case jcsCMYK:
-			// Pillow reads CMYK JPEGs as "CMYK;I" (Adobe's inverted convention): invert, then cmyk2rgb.
-			for x := 0; x < w; x++ {
-				o[3*x], o[3*x+1], o[3*x+2] = cmykToRGB(^rows[0][x], ^rows[1][x], ^rows[2][x], ^rows[3][x])
-			}
-		case jcsYCCK:
-			// libjpeg's ycck_cmyk_convert (C = 255 − R etc., K kept), then as for CMYK.
-			for x := 0; x < w; x++ {
-				r, g, b := yccToRGB(rows[0][x], rows[1][x], rows[2][x])
-				o[3*x], o[3*x+1], o[3*x+2] = cmykToRGB(r, g, b, ^rows[3][x])
-			}
+			convertRow(space, rows, dst.Pix[y*w*3:(y+1)*w*3])
+		}
+	})
+	return dst, nil
+}
+
+// convertRow turns one row of upsampled components into RGB (out has 3 bytes per pixel).
+func convertRow(space int, rows [][]uint8, o []uint8) {
+	w := len(o) / 3
+	switch space {
+	case jcsGray:
+		for x, v := range rows[0][:w] {
+			o[3*x], o[3*x+1], o[3*x+2] = v, v, v
+		}
+	case jcsRGB:
+		for x := 0; x < w; x++ {
+			o[3*x], o[3*x+1], o[3*x+2] = rows[0][x], rows[1][x], rows[2][x]
+		}
+	case jcsYCbCr:
+		for x := 0; x < w; x++ {
+			o[3*x], o[3*x+1], o[3*x+2] = yccToRGB(rows[0][x], rows[1][x], rows[2][x])
+		}
+	case jcsCMYK:
+		// Pillow reads CMYK JPEGs as "CMYK;I" (Adobe's inverted convention): invert, then cmyk2rgb.
+		for x := 0; x < w; x++ {
+			o[3*x], o[3*x+1], o[3*x+2] = cmykToRGB(^rows[0][x], ^rows[1][x], ^rows[2][x], ^rows[3][x])
+		}
+	case jcsYCCK:
+		// libjpeg's ycck_cmyk_convert (C = 255 − R etc., K kept), then as for CMYK.
+		for x := 0; x < w; x++ {
+			r, g, b := yccToRGB(rows[0][x], rows[1][x], rows[2][x])
+			o[3*x], o[3*x+1], o[3*x+2] = cmykToRGB(r, g, b, ^rows[3][x])
 		}
 	}
-	return dst, nil
 }
 
 const (
@@ -804,4 +826,50 @@ func (d *jpegDecoder) colorSpace() int {
 		return jcsYCCK
 	}
 	return jcsCMYK
+}
+
+// jpegConfig reads the frame size from the first SOF segment, without decoding anything.
+func jpegConfig(data []byte) (image.Config, error) {
+	if len(data) < 2 || data[0] != 0xff || data[1] != 0xd8 {
+		return image.Config{}, errors.New("missing SOI marker")
+	}
+	pos := 2
+	for {
+		for pos < len(data) && data[pos] != 0xff {
+			pos++
+		}
+		for pos < len(data) && data[pos] == 0xff {
+			pos++
+		}
+		if pos >= len(data) {
+			return image.Config{}, errJPEGTruncated
+		}
+		m := data[pos]
+		pos++
+		if m == 0 || m == 0xd8 || m == 0x01 || (m >= 0xd0 && m <= 0xd7) {
+			continue
+		}
+		if m == 0xd9 || m == 0xda {
+			return image.Config{}, errors.New("no frame header before scan data")
+		}
+		if pos+2 > len(data) {
+			return image.Config{}, errJPEGTruncated
+		}
+		n := int(binary.BigEndian.Uint16(data[pos:]))
+		if n < 2 || pos+n > len(data) {
+			return image.Config{}, errJPEGTruncated
+		}
+		if m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc {
+			if n < 8 {
+				return image.Config{}, errors.New("bad SOF segment")
+			}
+			s := data[pos+2:]
+			return image.Config{
+				ColorModel: color.RGBAModel,
+				Height:     int(binary.BigEndian.Uint16(s[1:])),
+				Width:      int(binary.BigEndian.Uint16(s[3:])),
+			}, nil
+		}
+		pos += n
+	}
 }

@@ -41,7 +41,7 @@ func (c Config) ResizeSize(srcW, srcH int) (w, h int, err error) {
 	if w <= 0 || h <= 0 {
 		return 0, 0, fmt.Errorf("imageproc: %dx%d image resizes to %dx%d: %w", srcW, srcH, w, h, ErrEmptyImage)
 	}
-	if int64(w)*int64(h) > maxRGBPixels {
+	if w > math.MaxInt32 || h > math.MaxInt32 {
 		return 0, 0, fmt.Errorf("imageproc: %dx%d image resizes to %dx%d: %w", srcW, srcH, w, h, ErrTooLarge)
 	}
 	return w, h, nil

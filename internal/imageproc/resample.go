@@ -178,17 +178,20 @@ func mks2021Filter(x float64) float64 {
 // precisionBits is Resample.c's PRECISION_BITS: 8 bits for the result, 2 for overshoot, int32 sums.
 const precisionBits = 32 - 8 - 2
 
-// coeffs are the fixed-point weights of one axis: output sample i reads count[i] input samples starting
-// at start[i], weighted by k[i*ksize : i*ksize+count[i]].
+// coeffs are the fixed-point weights of one axis for the output samples [first, first+len(start)):
+// output sample first+i reads count[i] input samples starting at start[i], weighted by
+// k[i*ksize : i*ksize+count[i]].
 type coeffs struct {
 	ksize int
+	first int
 	start []int
 	count []int
 	k     []int32
 }
 
-// computeCoeffs ports precompute_coeffs + normalize_coeffs_8bpc for the box [0, inSize).
-func computeCoeffs(inSize, outSize int, f Filter) (*coeffs, error) {
+// computeCoeffs ports precompute_coeffs + normalize_coeffs_8bpc for the box [0, inSize), for the output
+// samples [lo, hi) (each sample's weights depend only on its own index).
+func computeCoeffs(inSize, outSize int, f Filter, lo, hi int) (*coeffs, error) {
 	filter, fsupport, ok := f.kernel()
 	if !ok {
 		return nil, fmt.Errorf("imageproc: unsupported resampling filter %v", f)
@@ -204,18 +207,19 @@ func computeCoeffs(inSize, outSize int, f Filter) (*coeffs, error) {
 	}
 	support := fsupport * filterscale
 	ksize := int(math.Ceil(support))*2 + 1
-	if ksize > 1<<20 || outSize > math.MaxInt32/ksize {
-		return nil, fmt.Errorf("imageproc: resample %d -> %d: coefficient table too large", inSize, outSize)
+	if lo < 0 || hi > outSize || lo >= hi || ksize > 1<<20 || (hi-lo) > math.MaxInt32/ksize {
+		return nil, fmt.Errorf("imageproc: resample %d -> %d: bad coefficient range [%d, %d)", inSize, outSize, lo, hi)
 	}
 	c := &coeffs{
 		ksize: ksize,
-		start: make([]int, outSize),
-		count: make([]int, outSize),
-		k:     make([]int32, outSize*ksize),
+		first: lo,
+		start: make([]int, hi-lo),
+		count: make([]int, hi-lo),
+		k:     make([]int32, (hi-lo)*ksize),
 	}
 	w := make([]float64, ksize)
 	ss := 1.0 / filterscale
-	for xx := 0; xx < outSize; xx++ {
+	for xx := lo; xx < hi; xx++ {
 		center := float64(float64(xx)+0.5) * scale
 		xmin := int(center - support + 0.5)
 		if xmin < 0 {
@@ -235,7 +239,7 @@ func computeCoeffs(inSize, outSize int, f Filter) (*coeffs, error) {
 			w[x] = v
 			ww += v
 		}
-		k := c.k[xx*ksize : xx*ksize+ksize]
+		k := c.k[(xx-lo)*ksize : (xx-lo)*ksize+ksize]
 		for x := 0; x < xmax; x++ {
 			v := w[x]
 			if ww != 0.0 {
@@ -248,8 +252,8 @@ func computeCoeffs(inSize, outSize int, f Filter) (*coeffs, error) {
 				k[x] = int32(0.5 + v*(1<<precisionBits))
 			}
 		}
-		c.start[xx] = xmin
-		c.count[xx] = xmax
+		c.start[xx-lo] = xmin
+		c.count[xx-lo] = xmax
 	}
 	return c, nil
 }
@@ -267,6 +271,18 @@ var coeffCache struct {
 
 const coeffCacheMax = 64
 
+// maxCachedOut bounds the output sizes whose full tables are cached; larger ones (extreme aspect
+// ratios) only get the range a crop needs, uncached.
+const maxCachedOut = 16384
+
+// coeffsFor returns weights covering at least the output samples [lo, hi).
+func coeffsFor(inSize, outSize int, f Filter, lo, hi int) (*coeffs, error) {
+	if outSize > maxCachedOut {
+		return computeCoeffs(inSize, outSize, f, lo, hi)
+	}
+	return cachedCoeffs(inSize, outSize, f)
+}
+
 func cachedCoeffs(inSize, outSize int, f Filter) (*coeffs, error) {
 	key := coeffKey{inSize, outSize, f}
 	coeffCache.Lock()
@@ -275,7 +291,7 @@ func cachedCoeffs(inSize, outSize int, f Filter) (*coeffs, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := computeCoeffs(inSize, outSize, f)
+	c, err := computeCoeffs(inSize, outSize, f, 0, outSize)
 	if err != nil {
 		return nil, err
 	}
@@ -346,12 +362,12 @@ func resizeRegion(src *RGB, width, height int, f Filter, left, top int, dst *RGB
 	var ch, cv *coeffs
 	var err error
 	if needH {
-		if ch, err = cachedCoeffs(src.Width, width, f); err != nil {
+		if ch, err = coeffsFor(src.Width, width, f, left, left+dst.Width); err != nil {
 			return err
 		}
 	}
 	if needV {
-		if cv, err = cachedCoeffs(src.Height, height, f); err != nil {
+		if cv, err = coeffsFor(src.Height, height, f, top, top+dst.Height); err != nil {
 			return err
 		}
 	}
@@ -364,8 +380,8 @@ func resizeRegion(src *RGB, width, height int, f Filter, left, top int, dst *RGB
 		verticalPass(src, 0, cv, top, left, dst, workers)
 	case horizontalFirst:
 		// The vertical pass needs input rows [yFirst, yLast) for output rows [top, top+dst.Height).
-		last := top + dst.Height - 1
-		yFirst, yLast := cv.start[top], cv.start[last]+cv.count[last]
+		first, last := top-cv.first, top+dst.Height-1-cv.first
+		yFirst, yLast := cv.start[first], cv.start[last]+cv.count[last]
 		inter := &RGB{Width: dst.Width, Height: yLast - yFirst}
 		inter.Pix = make([]uint8, inter.Width*inter.Height*3)
 		horizontalPass(src, yFirst, 0, ch, left, inter, workers)
@@ -373,8 +389,8 @@ func resizeRegion(src *RGB, width, height int, f Filter, left, top int, dst *RGB
 	default:
 		// The horizontal pass needs input columns [xFirst, xLast) for output columns
 		// [left, left+dst.Width).
-		last := left + dst.Width - 1
-		xFirst, xLast := ch.start[left], ch.start[last]+ch.count[last]
+		first, last := left-ch.first, left+dst.Width-1-ch.first
+		xFirst, xLast := ch.start[first], ch.start[last]+ch.count[last]
 		inter := &RGB{Width: xLast - xFirst, Height: dst.Height}
 		inter.Pix = make([]uint8, inter.Width*inter.Height*3)
 		verticalPass(src, 0, cv, top, xFirst, inter, workers)
@@ -426,12 +442,22 @@ func horizontalPass(src *RGB, srcTop, srcLeft int, c *coeffs, left int, dst *RGB
 			in := src.Pix[(srcTop+y)*src.Width*3 : (srcTop+y+1)*src.Width*3]
 			out := dst.Pix[y*dst.Width*3 : (y+1)*dst.Width*3]
 			for xx := 0; xx < dst.Width; xx++ {
-				i := left + xx
+				i := left + xx - c.first
 				n := c.count[i]
 				k := c.k[i*ksize : i*ksize+n]
 				p := in[(c.start[i]-srcLeft)*3 : (c.start[i]-srcLeft+n)*3]
 				s0, s1, s2 := int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1))
-				for j, w := range k {
+				// Two taps per step; int32 sums wrap, so the order of additions cannot matter.
+				j := 0
+				for ; j+1 < len(k); j += 2 {
+					w0, w1 := k[j], k[j+1]
+					q := p[j*3 : j*3+6 : j*3+6]
+					s0 += int32(q[0])*w0 + int32(q[3])*w1
+					s1 += int32(q[1])*w0 + int32(q[4])*w1
+					s2 += int32(q[2])*w0 + int32(q[5])*w1
+				}
+				if j < len(k) {
+					w := k[j]
 					q := p[j*3 : j*3+3 : j*3+3]
 					s0 += int32(q[0]) * w
 					s1 += int32(q[1]) * w
@@ -456,16 +482,28 @@ func verticalPass(src *RGB, srcTop int, c *coeffs, top, left int, dst *RGB, work
 		// tap over a whole row gives the same result as Pillow's per-sample loop.
 		acc := make([]int32, rowLen)
 		for y := lo; y < hi; y++ {
-			i := top + y
+			i := top + y - c.first
 			n := c.count[i]
 			k := c.k[i*ksize : i*ksize+n]
 			for x := range acc {
 				acc[x] = 1 << (precisionBits - 1)
 			}
-			for j, w := range k {
+			row := func(j int) []uint8 {
 				r := c.start[i] + j - srcTop
-				in := src.Pix[(r*src.Width+left)*3 : (r*src.Width+left)*3+rowLen]
-				in = in[:len(acc)]
+				return src.Pix[(r*src.Width+left)*3 : (r*src.Width+left)*3+rowLen]
+			}
+			j := 0
+			for ; j+1 < len(k); j += 2 { // two taps per sweep
+				w0, w1 := k[j], k[j+1]
+				in0, in1 := row(j), row(j+1)
+				in0, in1 = in0[:len(acc)], in1[:len(acc)]
+				for x := range acc {
+					acc[x] += int32(in0[x])*w0 + int32(in1[x])*w1
+				}
+			}
+			if j < len(k) {
+				w := k[j]
+				in := row(j)[:len(acc)]
 				for x, v := range in {
 					acc[x] += int32(v) * w
 				}
