@@ -48,5 +48,10 @@ fullsize: reference
 test-full: setup fullsize
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run 'TestFullSize' -v .
 
+# bench: Go vs the Python reference on the full-size ViT-L/14 checkpoint (CPU); see scripts/bench.sh and
+# docs/performance.md. Creates bench-cache/fullsize (reference/fullsize.py) and bench-cache/images once.
+bench: setup reference
+	./scripts/bench.sh
+
 clean:
 	rm -rf $(OUT)

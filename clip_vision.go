@@ -2,6 +2,7 @@ package safety
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -35,11 +36,67 @@ type visionTower struct {
 	classEmbed  *ts.Tensor // [D]
 	posEmbed    *ts.Tensor // [N+1, D]
 	preNorm     layerNorm
-	layers      []encoderLayer
+	stack       layerStack // the encoder layers' weights
 	postNorm    layerNorm
 	projection  *ts.Tensor // [P, D]
 
-	useSDPA bool // scaled_dot_product_attention is available in this libtorch
+	heads   int64
+	scale   float64 // head_dim^-0.5
+	useSDPA bool    // scaled_dot_product_attention is available in this libtorch
+}
+
+// layerStack holds each kind of encoder-layer weight of all L layers in one tensor, stacked along a
+// leading layer dimension, as loadWeights loads them: a dozen large tensors rather than a dozen per
+// layer (gotch keeps a 100 KB Go object per tensor handle, and weights live as long as the Checker).
+// A forward pass takes layer l's weights as views (see visionTower.layer).
+type layerStack struct {
+	norm1W, norm1B *ts.Tensor // [L, D]
+	qkvW, qkvB     *ts.Tensor // [L, 3D, D], [L, 3D]: q, k and v projections fused (rows q, then k, then v)
+	outW, outB     *ts.Tensor // [L, D, D], [L, D]
+	norm2W, norm2B *ts.Tensor // [L, D]
+	fc1W, fc1B     *ts.Tensor // [L, I, D], [L, I]
+	fc2W, fc2B     *ts.Tensor // [L, D, I], [L, D]
+}
+
+// stackedLayerWeights names the per-layer weights that loadWeights stacks (keys relative to
+// "…encoder.layers.N."), in layerStack's field order. "self_attn.qkv_proj.*" is not a checkpoint key:
+// it is q_proj, k_proj and v_proj concatenated.
+var stackedLayerWeights = [...]string{
+	"layer_norm1.weight", "layer_norm1.bias",
+	"self_attn.qkv_proj.weight", "self_attn.qkv_proj.bias",
+	"self_attn.out_proj.weight", "self_attn.out_proj.bias",
+	"layer_norm2.weight", "layer_norm2.bias",
+	"mlp.fc1.weight", "mlp.fc1.bias",
+	"mlp.fc2.weight", "mlp.fc2.bias",
+}
+
+// stackKey names a stacked layer weight (one of stackedLayerWeights) in the map loadWeights returns.
+func stackKey(prefix, name string) string { return prefix + "encoder.layers.*." + name }
+
+func (s *layerStack) fields() []**ts.Tensor {
+	return []**ts.Tensor{&s.norm1W, &s.norm1B, &s.qkvW, &s.qkvB, &s.outW, &s.outB,
+		&s.norm2W, &s.norm2B, &s.fc1W, &s.fc1B, &s.fc2W, &s.fc2B}
+}
+
+// layer returns encoder layer l with its weights as views into the stacks, recorded on t.
+func (v *visionTower) layer(t *gotchutil.Tape, l int) encoderLayer {
+	s, i := &v.stack, int64(l)
+	sel := func(x *ts.Tensor) *ts.Tensor { return t.Select(x, 0, i) }
+	eps := v.cfg.LayerNormEps
+	return encoderLayer{
+		norm1: layerNorm{weight: sel(s.norm1W), bias: sel(s.norm1B), eps: eps},
+		norm2: layerNorm{weight: sel(s.norm2W), bias: sel(s.norm2B), eps: eps},
+		attn: attention{
+			qkvWeight: sel(s.qkvW), qkvBias: sel(s.qkvB),
+			outWeight: sel(s.outW), outBias: sel(s.outB),
+			heads: v.heads, scale: v.scale, useSDPA: v.useSDPA,
+		},
+		mlp: mlp{
+			fc1Weight: sel(s.fc1W), fc1Bias: sel(s.fc1B),
+			fc2Weight: sel(s.fc2W), fc2Bias: sel(s.fc2B),
+			act: v.cfg.HiddenAct,
+		},
+	}
 }
 
 type layerNorm struct {
@@ -80,15 +137,17 @@ type mlp struct {
 // pixels: [B, C, S, S] in the compute dtype and device → pooled [B, D], embeds [B, P].
 // ctx is checked between layers so a cancelled batch stops early.
 func (v *visionTower) forward(ctx context.Context, t *gotchutil.Tape, pixels *ts.Tensor) (pooled, embeds *ts.Tensor) {
-	x := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return v.embed(s, pixels) })
-	x = v.preNorm.forward(t, x)
-	for i := range v.layers {
+	x := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return v.preNorm.forward(s, v.embed(s, pixels)) })
+	for i := range v.cfg.NumHiddenLayers {
 		if err := ctx.Err(); err != nil {
 			t.Fail("vision tower", err)
 			return nil, nil
 		}
 		prev := x
-		x = t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return v.layers[i].forward(s, prev) })
+		x = t.Scope(func(s *gotchutil.Tape) *ts.Tensor {
+			layer := v.layer(s, i)
+			return layer.forward(s, prev)
+		})
 		t.Free(prev)
 		if !t.Ok() {
 			t.Fail(fmt.Sprintf("encoder layer %d", i), t.Err())
@@ -120,10 +179,16 @@ func (v *visionTower) embed(t *gotchutil.Tape, pixels *ts.Tensor) *ts.Tensor {
 	return t.Add(x, v.posEmbed)
 }
 
-// forward: x [B, T, D] → [B, T, D].
+// forward: x [B, T, D] → [B, T, D]. Each half runs in its own scope, so that its intermediates are
+// dropped as soon as it is done, and each residual sum is written into the branch's output.
 func (l *encoderLayer) forward(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor {
-	h := t.Add(x, l.attn.forward(t, l.norm1.forward(t, x)))
-	return t.Add(h, l.mlp.forward(t, l.norm2.forward(t, h)))
+	a := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return l.attn.forward(s, l.norm1.forward(s, x)) })
+	h := t.AddOut(a, x, a) // x + attention
+	t.Free(a)
+	m := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return l.mlp.forward(s, l.norm2.forward(s, h)) })
+	out := t.AddOut(m, h, m) // h + mlp
+	t.Free(m)
+	return out
 }
 
 // forward: x [B, T, D] → [B, T, D].
@@ -153,11 +218,65 @@ func (a *attention) forward(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor {
 	return t.Linear(o, a.outWeight, a.outBias)
 }
 
-// forward: x [B, T, D] → [B, T, D].
+// mlpChunkBytes bounds the hidden activations ([rows, I]) of one MLP pass: longer inputs go through
+// in chunks of rows. Below glibc's largest mmap threshold (32 MiB), the buffers are reused from the
+// heap instead of being fresh pages to fault in and zero at every layer, and peak memory stays low.
+const mlpChunkBytes = 16 << 20
+
+// forward: x [..., D] → [..., D] (x is left as it is). The activation runs in place on the first
+// projection's output.
 func (m *mlp) forward(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor {
-	h := t.Linear(x, m.fc1Weight, m.fc1Bias)
-	h = activation(t, m.act, h)
-	return t.Linear(h, m.fc2Weight, m.fc2Bias)
+	if !t.Ok() {
+		return nil
+	}
+	sz, err1 := x.Size()
+	wsz, err2 := m.fc1Weight.Size()
+	osz, err3 := m.fc2Weight.Size()
+	dev, err4 := x.Device()
+	if err := errors.Join(err1, err2, err3, err4); err != nil || len(sz) == 0 || len(wsz) != 2 || len(osz) != 2 {
+		t.Fail("mlp", fmt.Errorf("shapes %v, %v, %v: %v", sz, wsz, osz, err))
+		return nil
+	}
+	rows := int64(1)
+	for _, d := range sz[:len(sz)-1] {
+		rows *= d
+	}
+	chunk := max(1, mlpChunkBytes/(wsz[0]*int64(x.DType().Size())))
+	if rows <= chunk {
+		h := t.Linear(x, m.fc1Weight, m.fc1Bias)
+		h = activationInPlace(t, m.act, h)
+		return t.Linear(h, m.fc2Weight, m.fc2Bias)
+	}
+	n := (rows + chunk - 1) / chunk
+	chunk = (rows + n - 1) / n // equal chunks
+	x2 := t.Reshape(x, rows, sz[len(sz)-1])
+	out := t.Empty(x.DType(), dev, rows, osz[0])
+	for r := int64(0); r < rows && t.Ok(); r += chunk {
+		k := min(chunk, rows-r)
+		t.Scope(func(s *gotchutil.Tape) *ts.Tensor {
+			h := s.Linear(s.Narrow(x2, 0, r, k), m.fc1Weight, m.fc1Bias)
+			h = activationInPlace(s, m.act, h)
+			s.LinearOut(s.Narrow(out, 0, r, k), h, m.fc2Weight, m.fc2Bias)
+			return nil
+		})
+	}
+	t.Free(x2)
+	return t.Reshape(out, append(sz[:len(sz)-1:len(sz)-1], osz[0])...)
+}
+
+// activationInPlace is activation for x, a temporary that nothing else uses: quick_gelu, the
+// activation of the published model, overwrites x (one extra buffer instead of three, and the same
+// arithmetic as the reference: x · σ(1.702·x)); the others are computed out of place.
+func activationInPlace(t *gotchutil.Tape, name string, x *ts.Tensor) *ts.Tensor {
+	if name != "quick_gelu" {
+		return activation(t, name, x)
+	}
+	s := t.Scale(x, 1.702)
+	sig := t.SigmoidOut(s, s)
+	y := t.MulOut(x, x, sig)
+	t.Free(sig)
+	t.Free(s)
+	return y
 }
 
 // activation applies one of transformers' ACT2FN functions by name.
@@ -213,8 +332,9 @@ func visionKeys(cfg checkpoint.Config, prefix string) map[string][]int64 {
 	return keys
 }
 
-// newVisionTower assembles the tower from loaded weights (keys as in visionKeys), fusing each layer's
-// q, k and v projections. Tensors it creates are recorded on t; the caller keeps them.
+// newVisionTower assembles the tower from loaded weights: the keys of visionKeys outside the encoder
+// layers, and the layers' weights stacked under stackKey (as loadWeights loads them). A missing
+// weight is an error recorded on t. Nothing is created.
 func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *visionTower {
 	v := cfg.Vision
 	eps := v.LayerNormEps
@@ -229,29 +349,14 @@ func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.T
 		preNorm:     ln(prefix + "pre_layrnorm"),
 		postNorm:    ln(prefix + "post_layernorm"),
 		projection:  w["visual_projection.weight"],
+		heads:       int64(v.NumAttentionHeads),
+		scale:       1 / math.Sqrt(float64(v.HiddenSize/v.NumAttentionHeads)),
 		useSDPA:     useSDPA,
 	}
-	heads := int64(v.NumAttentionHeads)
-	scale := 1 / math.Sqrt(float64(v.HiddenSize/v.NumAttentionHeads))
-	for l := 0; l < v.NumHiddenLayers; l++ {
-		pre := fmt.Sprintf("%sencoder.layers.%d.", prefix, l)
-		att := pre + "self_attn."
-		qkvW := t.Cat(0, w[att+"q_proj.weight"], w[att+"k_proj.weight"], w[att+"v_proj.weight"])
-		qkvB := t.Cat(0, w[att+"q_proj.bias"], w[att+"k_proj.bias"], w[att+"v_proj.bias"])
-		tower.layers = append(tower.layers, encoderLayer{
-			norm1: ln(pre + "layer_norm1"),
-			norm2: ln(pre + "layer_norm2"),
-			attn: attention{
-				qkvWeight: qkvW, qkvBias: qkvB,
-				outWeight: w[att+"out_proj.weight"], outBias: w[att+"out_proj.bias"],
-				heads: heads, scale: scale, useSDPA: useSDPA,
-			},
-			mlp: mlp{
-				fc1Weight: w[pre+"mlp.fc1.weight"], fc1Bias: w[pre+"mlp.fc1.bias"],
-				fc2Weight: w[pre+"mlp.fc2.weight"], fc2Bias: w[pre+"mlp.fc2.bias"],
-				act: v.HiddenAct,
-			},
-		})
+	for i, f := range tower.stack.fields() {
+		if *f = w[stackKey(prefix, stackedLayerWeights[i])]; *f == nil {
+			t.Fail("vision tower", fmt.Errorf("no stacked weights %q", stackKey(prefix, stackedLayerWeights[i])))
+		}
 	}
 	return tower
 }

@@ -44,6 +44,9 @@ type options struct {
 	orientation bool
 	processor   string // preprocessor_config.json path override
 
+	customCount  bool   // custom concept hits set Result.NSFW (WithCustomConceptsCount)
+	tokenizerDir string // LoadTextEncoder only: tokenizer folder override (WithTokenizerDir)
+
 	// FromPretrained only
 	revision  string
 	subfolder string

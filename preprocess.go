@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"reflect"
 
 	"github.com/sdsafety/safety/internal/imageproc"
 )
@@ -24,7 +25,7 @@ var (
 // BICUBIC arithmetic, centre crop, rescale by 1/255 and normalise. It returns [3, S, S] float32 values
 // in CHW order (S = Info().ImageSize). It does not use the model and is safe to call concurrently.
 func (c *Checker) Preprocess(img image.Image) ([]float32, error) {
-	rgb, err := imageproc.FromImage(img)
+	rgb, err := fromImage(img)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
 	}
@@ -71,14 +72,28 @@ func (c *Checker) preprocessRGB(rgb *imageproc.RGB) ([]float32, error) {
 	return out, nil
 }
 
+// fromImage is imageproc.FromImage, refusing a nil image (a nil interface or a typed nil pointer)
+// and turning a panic of the image's own methods into an error.
+func fromImage(img image.Image) (rgb *imageproc.RGB, err error) {
+	if img == nil {
+		return nil, errors.New("image is nil")
+	}
+	if v := reflect.ValueOf(img); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, fmt.Errorf("image is a nil %T", img)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			rgb, err = nil, fmt.Errorf("converting the %T panicked: %v", img, r)
+		}
+	}()
+	return imageproc.FromImage(img)
+}
+
 // preprocessImages converts and preprocesses a batch in parallel: [n, 3, S, S].
 func (c *Checker) preprocessImages(images []image.Image) ([]float32, error) {
 	rgbs := make([]*imageproc.RGB, len(images))
 	for i, img := range images {
-		if img == nil {
-			return nil, fmt.Errorf("%w: image %d is nil", ErrInvalidInput, i)
-		}
-		rgb, err := imageproc.FromImage(img)
+		rgb, err := fromImage(img)
 		if err != nil {
 			return nil, fmt.Errorf("%w: image %d: %v", ErrInvalidInput, i, err)
 		}

@@ -7,7 +7,6 @@ import (
 	"image"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 
 	"github.com/sugarme/gotch"
@@ -39,6 +38,9 @@ type Result struct {
 	ImageEmbeds []float32 `json:"image_embeds"`
 	// PooledOutput is the vision tower's pooled output before projection [D].
 	PooledOutput []float32 `json:"pooled_output,omitempty"`
+	// CustomScores are the scores of the custom concepts (Checker.AddConcept), in the order they
+	// were added; nil when there are none. They leave NSFW alone unless WithCustomConceptsCount.
+	CustomScores []CustomScore `json:"custom_scores,omitempty"`
 }
 
 // Checker is diffusers' StableDiffusionSafetyChecker on libtorch: a CLIP vision tower and projection
@@ -55,6 +57,7 @@ type Checker struct {
 	dropped  bool           // worker thread only: the tensors are gone
 	closed   atomic.Bool
 	concepts *Concepts
+	custom   customConcepts // custom concepts and their text encoder (custom_concepts.go)
 	proc     imageproc.Config
 	info     Info
 	opts     options
@@ -161,18 +164,7 @@ func (c *Checker) load(cfg checkpoint.Config, weights string) error {
 	if err := c.owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble vision tower: %w", err)
 	}
-	// The separate q, k and v projections now live in the fused ones.
-	for name, x := range w {
-		if isQKV(name) {
-			c.owned.Free(x)
-		}
-	}
 	return nil
-}
-
-func isQKV(name string) bool {
-	return strings.Contains(name, "self_attn.q_proj.") || strings.Contains(name, "self_attn.k_proj.") ||
-		strings.Contains(name, "self_attn.v_proj.")
 }
 
 func loadProcessorConfig(dir, override string) (imageproc.Config, error) {
@@ -259,9 +251,13 @@ func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]R
 func (c *Checker) appendResults(results []Result, pooled, embeds []float32, b int) ([]Result, error) {
 	p, d := c.info.ProjectionDim, c.info.Vision.HiddenSize
 	start := len(results)
+	custom := c.custom.snapshot()
 	for i := 0; i < b; i++ {
 		r := Result{PooledOutput: pooled[i*d : (i+1)*d : (i+1)*d]}
 		if err := c.concepts.score(embeds[i*p:(i+1)*p:(i+1)*p], c.opts.adjustment, &r); err != nil {
+			return nil, fmt.Errorf("image %d: %w", start+i, err)
+		}
+		if err := scoreCustom(custom, r.ImageEmbeds, c.opts.customCount, &r); err != nil {
 			return nil, fmt.Errorf("image %d: %w", start+i, err)
 		}
 		results = append(results, r)

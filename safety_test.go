@@ -398,9 +398,7 @@ func TestExplicitAttentionMatchesSDPA(t *testing.T) {
 	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
 	setSDPA := func(on bool) {
 		_ = c.worker.Do(func() error {
-			for i := range c.tower.layers {
-				c.tower.layers[i].attn.useSDPA = on
-			}
+			c.tower.useSDPA = on
 			return nil
 		})
 	}

@@ -1,9 +1,14 @@
 package safety
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -29,7 +34,9 @@ var ignoredKeys = map[string]bool{
 // loadWeights validates the checkpoint against cfg and loads the vision weights one tensor at a time
 // onto device in dtype (so peak host memory stays near one copy of the weights), and the concept
 // head into host float32. Tensors it creates are recorded on t.
-// It returns the weights by checkpoint key, the concepts, and the key prefix of the vision tower.
+// It returns the weights — by checkpoint key, except the encoder layers' weights, which are stacked
+// over the layers under stackKey (see weightGroups) — the concepts, and the key prefix of the vision
+// tower.
 func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Config,
 	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
 	prefix := visionPrefix
@@ -86,14 +93,15 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		return nil, nil, "", fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
 	}
 
-	w := make(map[string]*ts.Tensor, len(want))
-	for _, name := range sortedKeys(want) {
-		x, err := loadTensor(ck, name, device, dtype)
+	groups := weightGroups(cfg, prefix, want)
+	w := make(map[string]*ts.Tensor, len(groups))
+	for _, g := range groups {
+		x, err := loadGroup(ck, g, device, dtype)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		t.Record(name, x, nil)
-		w[name] = x
+		t.Record(g.key, x, nil)
+		w[g.key] = x
 	}
 
 	host := map[string][]float32{}
@@ -122,26 +130,288 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 	return w, concepts, prefix, nil
 }
 
-// loadTensor copies one checkpoint tensor into libtorch, converts it to dtype and moves it to device.
-func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
-	tn, err := ck.Tensor(name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+// weightGroup is one tensor of the model: checkpoint tensors concatenated along dimension 0 (row-major
+// data back to back), with the given shape.
+type weightGroup struct {
+	key   string   // key in the weights map
+	parts []string // checkpoint keys, in order
+	shape []int64
+}
+
+// weightGroups plans the tensors to load from the validated keys (want): each of the encoder layers'
+// weights stacked over the layers under stackKey — layer 0's, then layer 1's, … with q, k and v
+// fused for self_attn.qkv_proj — and every other vision key on its own.
+func weightGroups(cfg checkpoint.Config, prefix string, want map[string][]int64) []weightGroup {
+	layers := cfg.Vision.NumHiddenLayers
+	stacked := map[string]bool{}
+	var groups []weightGroup
+	for _, name := range stackedLayerWeights {
+		g := weightGroup{key: stackKey(prefix, name)}
+		var per []int64
+		for l := range layers {
+			pre := fmt.Sprintf("%sencoder.layers.%d.", prefix, l)
+			parts := []string{pre + name}
+			if att, kind, ok := strings.Cut(name, "qkv_proj."); ok {
+				parts = []string{pre + att + "q_proj." + kind, pre + att + "k_proj." + kind, pre + att + "v_proj." + kind}
+			}
+			per = slices.Clone(want[parts[0]])
+			per[0] *= int64(len(parts))
+			g.parts = append(g.parts, parts...)
+			for _, p := range parts {
+				stacked[p] = true
+			}
+		}
+		if per == nil { // no layers: an empty stack of the right rank
+			per = []int64{0}
+		}
+		g.shape = append([]int64{int64(layers)}, per...)
+		groups = append(groups, g)
 	}
-	src, err := torchDType(tn.DType)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: tensor %q: %v", ErrCheckpoint, ck.Path(), name, err)
+	for _, name := range sortedKeys(want) {
+		if !stacked[name] {
+			groups = append(groups, weightGroup{key: name, parts: []string{name}, shape: want[name]})
+		}
+	}
+	return groups
+}
+
+// loadGroup makes the tensor of g on device in dtype, refusing any NaN or Inf element. On the CPU in
+// the checkpoint's dtype, the parts' bytes go straight from the checkpoint into the new tensor — a
+// single copy, in parallel chunks that are checked as they are copied, after which the file's pages
+// are released. Otherwise each part is staged in its own dtype and converted by libtorch into the
+// group's CPU tensor (one part's staging at a time), which then moves to device.
+func loadGroup(ck checkpoint.Checkpoint, g weightGroup, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
+	tns := make([]checkpoint.Tensor, len(g.parts))
+	direct := device == gotch.CPU
+	for i, name := range g.parts {
+		tn, err := ck.Tensor(name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		}
+		src, err := torchDType(tn.DType)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: tensor %q: %v", ErrCheckpoint, ck.Path(), name, err)
+		}
+		direct = direct && src == dtype
+		tns[i] = tn
 	}
 	var t gotchutil.Tape
-	x, err := gotchutil.FromBytes(tn.Data, src, tn.Shape...)
-	x = t.Record("load "+name, x, err)
+	x, buf, err := gotchutil.EmptyCPU(dtype, g.shape...)
+	if x = t.Record("load "+g.key, x, err); x != nil {
+		if direct {
+			t.Fail("load", copyChecked(ck, tns, buf))
+		} else {
+			off := 0
+			for _, tn := range tns {
+				n, err := convertPart(ck, tn, dtype, buf[off:])
+				t.Fail("load", err)
+				if err != nil {
+					break
+				}
+				off += n
+			}
+			if t.Ok() && off != len(buf) {
+				t.Fail("load", fmt.Errorf("%d bytes converted for a tensor of %d", off, len(buf)))
+			}
+		}
+	}
 	y := t.ToDevice(x, device, dtype)
 	if err := t.Err(); err != nil {
 		t.Release()
-		return nil, err
+		return nil, unwrapLoad(err)
 	}
 	t.Release(y)
 	return y, nil
+}
+
+// convertPart stages one checkpoint tensor in a CPU tensor of its own dtype (checking it), converts it
+// to dtype and copies the result into dst; it returns the number of bytes written.
+func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DType, dst []byte) (int, error) {
+	src, err := torchDType(tn.DType)
+	if err != nil {
+		return 0, err
+	}
+	numel := int64(len(tn.Data) / tn.DType.Size())
+	if numel == 0 {
+		return 0, nil
+	}
+	var t gotchutil.Tape
+	defer t.Release()
+	x, buf, err := gotchutil.EmptyCPU(src, numel)
+	if x = t.Record("load "+tn.Name, x, err); x == nil {
+		return 0, t.Err()
+	}
+	if err := copyChecked(ck, []checkpoint.Tensor{tn}, buf); err != nil {
+		return 0, err
+	}
+	y := t.ToDType(x, dtype) // 1-D: contiguous
+	if err := t.Err(); err != nil {
+		return 0, err
+	}
+	b, err := gotchutil.HostBytes(y)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) > len(dst) {
+		return 0, fmt.Errorf("tensor %q: %d converted bytes, %d left in the destination", tn.Name, len(b), len(dst))
+	}
+	return copy(dst, b), nil
+}
+
+// loadTensor copies one checkpoint tensor into libtorch, converts it to dtype and moves it to device
+// (loadGroup with a single part).
+func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
+	info, ok := ck.Info(name)
+	if !ok {
+		_, err := ck.Tensor(name) // the checkpoint's own not-found error
+		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	return loadGroup(ck, weightGroup{key: name, parts: []string{name}, shape: info.Shape}, device, dtype)
+}
+
+// errNonFiniteWeight carries copyChecked's error through the tape unchanged.
+type errNonFiniteWeight struct{ err error }
+
+func (e errNonFiniteWeight) Error() string { return e.err.Error() }
+func (e errNonFiniteWeight) Unwrap() error { return e.err }
+
+// unwrapLoad returns copyChecked's own error when the tape holds one, else err.
+func unwrapLoad(err error) error {
+	var nf errNonFiniteWeight
+	if errors.As(err, &nf) {
+		return nf.err
+	}
+	return err
+}
+
+// loadChunk is the size of the pieces copyChecked checks and copies: small enough to stay in the
+// CPU's L2 cache between the check and the copy, large enough to keep the goroutines busy.
+const loadChunk = 1 << 20
+
+// copyChecked copies the data of tns, back to back, into dst (len(dst) = their total size), on up to
+// GOMAXPROCS goroutines, and checks every element for NaN and ±Inf on the way. Pages of the
+// checkpoint's mapping that have been copied are released from the resident set. The error names the
+// first non-finite element (tensor and index), as the reference's loader would see it first.
+func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) error {
+	type chunk struct {
+		part     int
+		src, dst []byte
+		first    int // index of the chunk's first element in its tensor
+		bad      int // index of the first non-finite element in the chunk, or -1
+	}
+	var chunks []chunk
+	off := 0
+	for i, tn := range tns {
+		size := tn.DType.Size()
+		step := loadChunk / size * size
+		for c := 0; c < len(tn.Data); c += step {
+			n := min(step, len(tn.Data)-c)
+			chunks = append(chunks, chunk{part: i, src: tn.Data[c : c+n], dst: dst[off+c : off+c+n], first: c / size})
+		}
+		off += len(tn.Data)
+	}
+	if off != len(dst) {
+		return fmt.Errorf("%w: %s: %d bytes of data for a tensor of %d", ErrCheckpoint, ck.Path(), off, len(dst))
+	}
+	release := func([]byte) {}
+	if r, ok := ck.(checkpoint.PageReleaser); ok {
+		release = r.ReleasePages
+	}
+	work := func(c *chunk) {
+		c.bad = firstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
+		checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
+		copy(c.dst, c.src)
+		release(c.src)
+	}
+	if workers := min(runtime.GOMAXPROCS(0), len(chunks)); workers <= 1 {
+		for i := range chunks {
+			work(&chunks[i])
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < int64(len(chunks)); i = next.Add(1) - 1 {
+					work(&chunks[i])
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for _, c := range chunks {
+		if c.bad >= 0 {
+			tn := tns[c.part]
+			size := tn.DType.Size()
+			return errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d is %s", ErrCheckpoint, ck.Path(), tn.Name,
+				c.first+c.bad, nonFiniteName(tn.DType, c.src[c.bad*size:]))}
+		}
+	}
+	return nil
+}
+
+// firstNonFinite returns the index of the first NaN or ±Inf element of a float tensor, or -1 (also
+// for non-float dtypes). It tests the exponent bits of the little-endian data: all ones is NaN or Inf
+// in every IEEE format (and in bfloat16).
+func firstNonFinite(tn checkpoint.Tensor) int {
+	switch tn.DType {
+	case checkpoint.F32:
+		return scanExponents(tn.Data, 4, 0x7f800000)
+	case checkpoint.F16:
+		return scanExponents(tn.Data, 2, 0x7c00)
+	case checkpoint.BF16:
+		return scanExponents(tn.Data, 2, 0x7f80)
+	case checkpoint.F64:
+		return scanExponents(tn.Data, 8, 0x7ff0000000000000)
+	}
+	return -1
+}
+
+// scanExponents returns the index of the first size-byte little-endian element of d whose exp bits
+// are all set, or -1. It tests 32 bytes per step: in each 64-bit word, every lane's exponent bits
+// plus their lowest bit carry into the lane's top bit exactly when they are all ones (lanes cannot
+// carry into each other); a hit is then located element by element.
+func scanExponents(d []byte, size int, exp uint64) int {
+	var mask, carry, top uint64
+	for lane := 0; lane < 8; lane += size {
+		shift := uint(8 * lane)
+		mask |= exp << shift
+		carry |= (exp & -exp) << shift
+		top |= uint64(1) << (shift + uint(8*size) - 1)
+	}
+	hit := func(w uint64) uint64 { return ((w & mask) + carry) & top }
+	i := 0
+	for ; i+32 <= len(d); i += 32 {
+		b := d[i : i+32 : i+32]
+		if hit(binary.LittleEndian.Uint64(b[0:]))|hit(binary.LittleEndian.Uint64(b[8:]))|
+			hit(binary.LittleEndian.Uint64(b[16:]))|hit(binary.LittleEndian.Uint64(b[24:])) != 0 {
+			break
+		}
+	}
+	for ; i+size <= len(d); i += size {
+		var v uint64
+		switch size {
+		case 2:
+			v = uint64(binary.LittleEndian.Uint16(d[i:]))
+		case 4:
+			v = uint64(binary.LittleEndian.Uint32(d[i:]))
+		default:
+			v = binary.LittleEndian.Uint64(d[i:])
+		}
+		if v&exp == exp {
+			return i / size
+		}
+	}
+	return -1
+}
+
+// nonFiniteName names the non-finite element at the start of b ("NaN", "+Inf" or "-Inf").
+func nonFiniteName(d checkpoint.DType, b []byte) string {
+	one := checkpoint.Tensor{DType: d, Shape: []int64{1}, Data: b[:d.Size()]}
+	if v, err := one.Float32(); err == nil && len(v) == 1 {
+		return fmt.Sprint(v[0])
+	}
+	return "not finite"
 }
 
 func torchDType(d checkpoint.DType) (gotch.DType, error) {

@@ -23,9 +23,21 @@ type Checkpoint interface {
 	Path() string
 }
 
+// PageReleaser is implemented by the checkpoints whose tensor data can be a view into a memory-mapped
+// file ([*File], [*TorchFile]). ReleasePages drops the whole pages inside data (a tensor's Data, or
+// part of it) from the process's resident set once they have been copied elsewhere, so that loading a
+// model does not hold the file's pages and the model's tensors at the same time. The data stays
+// readable: a later access reads it back from the page cache. Data that is not a view into the
+// mapping (a copy) is left alone, and so is everything after Close.
+type PageReleaser interface {
+	ReleasePages(data []byte)
+}
+
 var (
-	_ Checkpoint = (*File)(nil)
-	_ Checkpoint = (*TorchFile)(nil)
+	_ PageReleaser = (*File)(nil)
+	_ PageReleaser = (*TorchFile)(nil)
+	_ Checkpoint   = (*File)(nil)
+	_ Checkpoint   = (*TorchFile)(nil)
 )
 
 // Open opens a weights file of either format, chosen by content: a zip archive is read as a PyTorch

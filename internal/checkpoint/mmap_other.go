@@ -35,3 +35,9 @@ func (m *mapping) close() error {
 	}
 	return nil
 }
+
+// release does nothing: the file was read into memory.
+func (m *mapping) release(b []byte) {}
+
+// PrefaultWrite does nothing on this platform (see the unix version).
+func PrefaultWrite(b []byte) {}

@@ -233,6 +233,15 @@ func (f *File) Tensor(name string) (Tensor, error) {
 	return Tensor{Name: name, DType: e.dtype, Shape: slices.Clone(e.shape), Data: f.data[e.begin:e.end:e.end]}, nil
 }
 
+// ReleasePages drops the pages of data, a view into the file, from the resident set; see [PageReleaser].
+func (f *File) ReleasePages(data []byte) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if !f.closed {
+		f.m.release(data)
+	}
+}
+
 // Close unmaps the file. The Data of tensors returned earlier must not be used afterwards.
 // Closing twice is not an error.
 func (f *File) Close() error {

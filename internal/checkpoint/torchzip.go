@@ -434,6 +434,16 @@ func gather(data []byte, size int, offset int64, shape, stride []int64, numel in
 	return out
 }
 
+// ReleasePages drops the pages of data, a view into the archive, from the resident set; see
+// [PageReleaser]. Copies (non-contiguous views, compressed records) are left alone.
+func (f *TorchFile) ReleasePages(data []byte) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if !f.closed {
+		f.m.release(data)
+	}
+}
+
 // Close unmaps the archive. The Data of tensors returned earlier must not be used afterwards, except
 // copies (non-contiguous views, compressed records). Closing twice is not an error.
 func (f *TorchFile) Close() error {

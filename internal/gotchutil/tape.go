@@ -433,3 +433,62 @@ func (t *Tape) Float32(data []float32, shape ...int64) *ts.Tensor {
 	y, err := FromFloat32(data, shape...)
 	return t.Record("tensor_from_data", y, err)
 }
+
+// The *Out operations write their result into out, an existing tensor of the right shape, dtype and
+// device (it may be one of the inputs: elementwise ops then work in place), and return a new handle
+// to it, recorded on the tape; out itself stays where it was (drop it when done, the storage lives
+// on through the returned handle). gotch's own in-place methods (Add_, Mul_, …) replace the handle
+// they are called on and leak the old one, with its storage, so they are not used.
+
+// Empty makes an uninitialised tensor of dtype and shape (at least one dimension) on device.
+func (t *Tape) Empty(dtype gotch.DType, device gotch.Device, shape ...int64) *ts.Tensor {
+	if t.err != nil {
+		return nil
+	}
+	if len(shape) == 0 {
+		t.Fail("empty", errors.New("gotchutil: Empty needs at least one dimension"))
+		return nil
+	}
+	y, err := ts.Empty(shape, dtype, device)
+	return t.Record("empty", y, err)
+}
+
+// LinearOut writes x·wᵀ + b into out. x: [n, in] (2-D: libtorch then fuses the bias into the GEMM,
+// as linear does); w: [out, in]; b: [out] or nil; out: [n, out].
+func (t *Tape) LinearOut(out, x, w, b *ts.Tensor) *ts.Tensor {
+	if t.skip(out, x, w) {
+		return nil
+	}
+	if b == nil {
+		b = ts.None
+	}
+	y, err := ts.LinearOut(out, x, w, b)
+	return t.Record("linear_out", y, err)
+}
+
+// AddOut writes a + b (broadcasting) into out.
+func (t *Tape) AddOut(out, a, b *ts.Tensor) *ts.Tensor {
+	if t.skip(out, a, b) {
+		return nil
+	}
+	y, err := a.AddOut(out, b, false)
+	return t.Record("add_out", y, err)
+}
+
+// MulOut writes a ⊙ b (broadcasting) into out.
+func (t *Tape) MulOut(out, a, b *ts.Tensor) *ts.Tensor {
+	if t.skip(out, a, b) {
+		return nil
+	}
+	y, err := a.MulOut(out, b, false)
+	return t.Record("mul_out", y, err)
+}
+
+// SigmoidOut writes the logistic function of x into out.
+func (t *Tape) SigmoidOut(out, x *ts.Tensor) *ts.Tensor {
+	if t.skip(out, x) {
+		return nil
+	}
+	y, err := x.SigmoidOut(out, false)
+	return t.Record("sigmoid_out", y, err)
+}
