@@ -8,6 +8,7 @@ PARITY ?= ../shared/parity
 OUT ?= out
 # go test's own timeout for the whole run; CI allows far more than the suite needs.
 TEST_TIMEOUT ?= 30m
+FUZZTIME ?= 10s
 
 .PHONY: setup test vet fmt demo parity golden reference fullsize test-full bench fuzz clean
 
@@ -24,6 +25,11 @@ vet: setup
 
 test: setup fmt vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# fuzz: every fuzz target for $(FUZZTIME) each (make test runs them briefly; FUZZTIME=5m for a real run).
+fuzz: setup
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 demo: setup
 	$(GO) run ./examples/safetycheck -model testdata/golden/models/tiny_quickgelu testdata/golden/images

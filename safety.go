@@ -149,6 +149,10 @@ func (c *Checker) load(cfg checkpoint.Config, weights string) error {
 		c.dtype = gotch.Float
 	}
 
+	if err := gotchutil.ProbeDType(c.device, c.dtype); err != nil {
+		return fmt.Errorf("%w: computing in %s on %s: %v (on a CPU, use float32 or bfloat16)",
+			ErrUnsupported, c.opts.dtype, c.info.Device, err)
+	}
 	ck, err := checkpoint.Open(weights)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)

@@ -407,3 +407,46 @@ func TestExplicitAttentionMatchesSDPA(t *testing.T) {
 	compareWithReference(t, c, filepath.Join(parityDir, "images"),
 		readExpected(t, filepath.Join(parityDir, "expected", "expected.json")), float32Tol)
 }
+
+// TestDTypeOnCPU checks that a precision the CPU build cannot run is refused at Load with a clear
+// error (libtorch 2.1 has no float16 conv2d on the CPU), and that bfloat16 gives float32's verdicts.
+func TestDTypeOnCPU(t *testing.T) {
+	needDir(t, parityDir)
+	model := filepath.Join(parityDir, "model")
+	c, err := Load(model, WithDevice(DeviceCPU), WithDType(Float16))
+	if err == nil {
+		c.Close()
+		t.Log("this libtorch runs float16 on the CPU")
+	} else if !errors.Is(err, ErrUnsupported) {
+		t.Errorf("float16 on CPU: %v, want nil or ErrUnsupported", err)
+	}
+	bf := mustLoad(t, model, WithDevice(DeviceCPU), WithDType(BFloat16))
+	exp := readExpected(t, filepath.Join(parityDir, "expected", "expected.json"))
+	compareWithReference(t, bf, filepath.Join(parityDir, "images"), exp, tolerance{embeds: 2e-2, cos: 5e-3, score: 0.006})
+	// Verdicts: bfloat16 keeps about 3 significant digits, so a concept whose reference score lies
+	// within 5e-3 of the rounding edge may flip (the fixture puts two there on purpose: +0.0004 and
+	// +0.0007); every other concept must keep its verdict.
+	for _, e := range exp.Images {
+		pix, err := bf.PreprocessFile(filepath.Join(parityDir, "images", e.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := bf.CheckPixels(context.Background(), pix, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		adj := 0.0
+		if len(e.SpecialCare) > 0 {
+			adj = 0.01
+		}
+		for k := range e.CosDist {
+			want, got := slices.Contains(e.BadConcepts, k), slices.Contains(res[0].BadConcepts, k)
+			margin := math.Abs(e.CosDist[k] - float64(bf.concepts.Thresholds[k]) + adj)
+			if want != got && margin > 5e-3 {
+				t.Errorf("%s concept %d: bfloat16 hit=%v, float32 reference hit=%v, %.4f from the edge", e.File, k, got, want, margin)
+			} else if want != got {
+				t.Logf("%s concept %d: flips in bfloat16 (%.4f from the rounding edge)", e.File, k, margin)
+			}
+		}
+	}
+}

@@ -3,6 +3,8 @@ package gotchutil
 import (
 	"encoding/json"
 	"sync"
+
+	"github.com/sugarme/gotch"
 )
 
 // BuildInfo describes the libtorch that gotch was compiled and linked against.
@@ -58,4 +60,23 @@ func SDPAWorks() bool {
 	q := t.Float32(make([]float32, 8), 1, 1, 2, 4)
 	t.SDPA(q, q, q, 0.5)
 	return t.Err() == nil
+}
+
+// ProbeDType runs the kinds of op the vision tower needs (conv2d, layer_norm, linear, sigmoid,
+// softmax, gelu) on a tiny input in dtype on device, and returns the first failure: libtorch 2.1,
+// for one, has no float16 conv2d on the CPU. Call it on the worker thread.
+func ProbeDType(device gotch.Device, dtype gotch.DType) error {
+	var t Tape
+	defer t.Release()
+	x := t.ToDevice(t.Float32(make([]float32, 2*3*4*4), 2, 3, 4, 4), device, dtype)
+	w := t.ToDevice(t.Float32(make([]float32, 4*3*2*2), 4, 3, 2, 2), device, dtype)
+	y := t.Transpose(t.Flatten(t.Conv2d(x, w, 2), 2, 3), 1, 2) // [2, 4, 4]
+	ln := t.ToDevice(t.Float32([]float32{1, 1, 1, 1}, 4), device, dtype)
+	y = t.LayerNorm(y, ln, ln, 1e-5)
+	lw := t.ToDevice(t.Float32(make([]float32, 16), 4, 4), device, dtype)
+	y = t.Linear(y, lw, ln)
+	y = t.Mul(y, t.Sigmoid(y))
+	y = t.Gelu(y, "none")
+	t.Softmax(y, -1)
+	return t.Err()
 }
