@@ -45,6 +45,13 @@ def die(msg):
 
 
 def gotch_source():
+    # GOTCH_SRC: a copy of the unmodified gotch v0.9.1 source, for a machine without the module (the GPU
+    # machine gets one from scripts/pack-device.sh: no network there, and the module zip is 59 MB).
+    src = os.environ.get("GOTCH_SRC")
+    if src:
+        if not os.path.exists(os.path.join(src, "libtch", "torch_api_generated.cpp.h")):
+            die(f"GOTCH_SRC={src} is not a gotch source tree (no libtch/torch_api_generated.cpp.h)")
+        return os.path.abspath(src)
     out = subprocess.run(["go", "mod", "download", "-json", f"{GOTCH_MODULE}@{GOTCH_VERSION}"],
                          cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
@@ -71,13 +78,51 @@ def libtorch_dirs():
     return lt, libdir, inc, api
 
 
-def torch_version(api):
-    text = open(os.path.join(api, "torch", "version.h")).read()
-    m = re.search(r'#define TORCH_VERSION "([^"]+)"', text)
+def torch_version(inc, api):
+    # libtorch >= 2.9 keeps the defines in torch/headeronly/version.h (api's version.h only includes it),
+    # with the string on a continuation line.
+    text = ""
+    for path in (os.path.join(api, "torch", "version.h"), os.path.join(inc, "torch", "headeronly", "version.h")):
+        if os.path.exists(path):
+            text += open(path).read() + "\n"
+    m = re.search(r'#define TORCH_VERSION\s*(?:\\\s*)?"([^"]+)"', text)
     if m:
         return m.group(1)
     parts = [re.search(rf"#define TORCH_VERSION_{k} (\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
     return ".".join(p.group(1) for p in parts if p)
+
+
+def cxx_std(inc):
+    """-std=c++20 for libtorch headers that require it (PyTorch >= 2.10), else c++17; GOTCH_CXXSTD overrides."""
+    if os.environ.get("GOTCH_CXXSTD"):
+        return "-std=" + os.environ["GOTCH_CXXSTD"]
+    try:
+        head = open(os.path.join(inc, "ATen", "ATen.h")).read(2000)
+    except OSError:
+        return "-std=c++17"
+    return "-std=c++20" if "202002L" in head else "-std=c++17"
+
+
+def cuda_lib_dirs(libdir):
+    """Directories holding the CUDA libraries libtorch_cuda.so needs, outside libdir: its own RPATH/RUNPATH
+    with $ORIGIN expanded (a pip torch points at site-packages/nvidia/*/lib that way) and, for a pip torch,
+    every site-packages/nvidia/*/lib. They go into the link (-rpath-link: the linker must resolve them) and
+    the run-time search path (-rpath)."""
+    dirs = []
+    so = os.path.join(libdir, "libtorch_cuda.so")
+    dyn = subprocess.run(["readelf", "-d", so], capture_output=True, text=True).stdout
+    for m in re.finditer(r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]", dyn):
+        for d in m.group(1).split(":"):
+            d = d.replace("$ORIGIN", libdir).replace("${ORIGIN}", libdir)
+            dirs.append(os.path.normpath(d))
+    nvidia = os.path.join(os.path.dirname(os.path.dirname(libdir)), "nvidia")
+    if os.path.isdir(nvidia):
+        dirs += sorted(os.path.join(nvidia, d, "lib") for d in os.listdir(nvidia))
+    out = []
+    for d in dirs:
+        if os.path.isdir(d) and os.path.realpath(d) != os.path.realpath(libdir) and d not in out:
+            out.append(d)
+    return out
 
 
 def cxx11_abi(libdir):
@@ -108,7 +153,7 @@ def cuda_wanted(libdir):
     if not have:
         return False
     ldd = subprocess.run(["ldd", os.path.join(libdir, "libtorch_cuda.so")], capture_output=True, text=True,
-                         env={**os.environ, "LD_LIBRARY_PATH": libdir})
+                         env={**os.environ, "LD_LIBRARY_PATH": ":".join([libdir, *cuda_lib_dirs(libdir)])})
     return ldd.returncode == 0 and "not found" not in ldd.stdout
 
 
@@ -199,16 +244,17 @@ def failing_functions(stderr, src, spans):
 def main():
     src_dir = gotch_source()
     lt, libdir, inc, api = libtorch_dirs()
-    version = torch_version(api)
+    version = torch_version(inc, api)
     abi = cxx11_abi(libdir)
     cuda = cuda_wanted(libdir)
+    cuda_dirs = cuda_lib_dirs(libdir) if cuda else []
     cxx = os.environ.get("CXX", "g++")
     opt = os.environ.get("GOTCH_OPT", "-O2")
-    flags = ["-std=c++17", "-fPIC", opt, "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-I", os.path.join(OUT, "libtch"),
+    flags = [cxx_std(inc), "-fPIC", opt, "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-I", os.path.join(OUT, "libtch"),
              "-I", inc, "-I", api]
 
     me = open(os.path.abspath(__file__), "rb").read()
-    key = hashlib.sha256(json.dumps([GOTCH_VERSION, lt, version, abi, cuda, cxx, flags]).encode() + me).hexdigest()
+    key = hashlib.sha256(json.dumps([GOTCH_VERSION, lt, version, abi, cuda, cuda_dirs, cxx, flags]).encode() + me).hexdigest()
     stamp = os.path.join(OUT, ".configured")
     if os.path.exists(stamp) and open(stamp).read().strip() == key and os.path.exists(os.path.join(ROOT, "go.work")):
         log(f"gotch {GOTCH_VERSION} already configured for libtorch {version} ({'cuda' if cuda else 'cpu'})")
@@ -298,6 +344,9 @@ def main():
     libs = ["-ltorch_cpu", "-lc10"]
     if cuda:
         libs = ["-Wl,--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Wl,--as-needed"] + libs
+        # a pip torch's CUDA libraries (site-packages/nvidia/*/lib): the linker must find them
+        # (-rpath-link), and so must the loader (-rpath), whatever path the program is started from
+        libs = [f for d in cuda_dirs for f in (f"-Wl,-rpath-link,{d}", f"-Wl,-rpath,{d}")] + libs
     objs = [os.path.join(BUILD, n + ".o") for n in units] + [os.path.join(BUILD, "build_info.o")]
     so = os.path.join(libtch, "libgotchwrap.so")
     r = subprocess.run([cxx, "-shared", "-o", so, *objs, f"-L{libdir}", f"-Wl,-rpath,{libdir}", *libs],
