@@ -12,9 +12,10 @@ script leaves the module cache alone and instead:
      than 2.1.0 rename or drop ops) is replaced by a stub that sets gotch's last error to
      "gotch: op NAME is not available in libtorch VERSION"; the list is written to BUILD_INFO.json and
      compiled into the library (gotchutil reads it at run time);
-  4. writes libtch/lib.go with this libtorch's link flags (CPU: torch_cpu + c10; with CUDA: torch_cuda and
+  4. patches gotch's generated Go wrappers to free the output-handle buffer they leak on every op;
+  5. writes libtch/lib.go with this libtorch's link flags (CPU: torch_cpu + c10; with CUDA: torch_cuda and
      c10_cuda too, with --no-as-needed so the CUDA backend registers) and rpaths;
-  5. writes go.work at the project root, replacing gotch with the configured copy.
+  6. writes go.work at the project root, replacing gotch with the configured copy.
 
 Everything it makes is git-ignored. A second run with the same inputs does nothing.
 """
@@ -195,6 +196,24 @@ def fix_optional(name, body):
     return [line.replace(fix[0], fix[1]) for line in body]
 
 
+def patch_output_buffers(path):
+    """gotch's generated Go wrappers pass libtorch a C.malloc(0) block for the output tensor handles and
+    never free it: a leak on every op (sugarme/gotch#102), and multi-output ops write past the block's
+    end. Give the block room for 16 handles and free it when the wrapper returns (the handles have been
+    copied into Go tensors by then)."""
+    s = open(path).read()
+    n = 0
+    for var in ("ptr", "ctensorPtr0"):
+        old = f"{var} := (*lib.Ctensor)(unsafe.Pointer(C.malloc(0)))"
+        n += s.count(old)
+        s = s.replace(old, f"{var} := (*lib.Ctensor)(unsafe.Pointer(C.malloc(C.size_t(16 * unsafe.Sizeof(uintptr(0))))))\n"
+                           f"  defer C.free(unsafe.Pointer({var}))")
+    if n == 0:
+        die(f"{path}: found no output buffers to patch; gotch's generated code has changed")
+    open(path, "w").write(s)
+    log(f"patched {n} output buffers in {os.path.basename(path)} (leak and overrun fix)")
+
+
 def stub(sig, name, version):
     ret = sig.split(name)[0].strip()
     msg = f"gotch: op {name[len('atg_'):]} is not available in libtorch {version}"
@@ -269,6 +288,7 @@ def main():
         for f in files:
             os.chmod(os.path.join(d, f), 0o644)
     libtch = os.path.join(OUT, "libtch")
+    patch_output_buffers(os.path.join(OUT, "ts", "tensor-generated.go"))
 
     # torch_api.h defines gotch's thread-local last error; with several translation units it must be
     # declared in the header and defined once.
@@ -289,6 +309,10 @@ def main():
     n_chunks = max(2, 2 * jobs)
     chunks = [funcs[i::n_chunks] for i in range(n_chunks)]
     stubs = set()
+    # The wrappers that failed against this libtorch last time are stubbed from the start.
+    known = os.path.join(BUILD, "stubs-" + hashlib.sha256(f"{lt} {version} {flags}".encode()).hexdigest()[:16] + ".json")
+    if os.path.exists(known):
+        stubs |= set(json.load(open(known)))
     for n in os.environ.get("GOTCH_STUB", "").split(","):
         if n.strip():
             stubs.add("atg_" + n.strip())
@@ -297,13 +321,20 @@ def main():
 
     def build(name):
         src = os.path.join(BUILD, name + ".cpp")
+        obj = os.path.join(BUILD, name + ".o")
         spans = []
         if units[name] is None:
-            open(src, "w").write(api_cpp)
+            text = api_cpp
         else:
             text, spans = chunk_source(units[name], stubs, version)
-            open(src, "w").write(text)
-        rc, err = compile_unit(cxx, flags, src, os.path.join(BUILD, name + ".o"))
+        open(src, "w").write(text)
+        # An object compiled before from the same source with the same compiler and flags is reused.
+        key = hashlib.sha256(json.dumps([cxx, flags, text]).encode()).hexdigest()
+        if os.path.exists(obj) and os.path.exists(obj + ".key") and open(obj + ".key").read() == key:
+            return name, 0, "", src, spans
+        rc, err = compile_unit(cxx, flags, src, obj)
+        if rc == 0:
+            open(obj + ".key", "w").write(key)
         return name, rc, err, src, spans
 
     pending = list(units)
@@ -330,6 +361,7 @@ def main():
     else:
         die("wrappers still fail after 4 passes")
 
+    json.dump(sorted(stubs), open(known, "w"))
     info = {"gotch": GOTCH_VERSION, "libtorch": version, "libtorch_dir": lt, "cuda": cuda, "cxx11_abi": abi,
             "stubbed_ops": sorted(s[len("atg_"):] for s in stubs), "generated_wrappers": len(funcs)}
     info_json = json.dumps(info, sort_keys=True)
