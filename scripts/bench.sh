@@ -2,17 +2,26 @@
 # bench.sh: this module (Go, examples/bench) against the Python reference (reference/bench_reference.py) on the
 # full-size ViT-L/14 checkpoint, on the CPU, with the same thread count on both sides.
 #
-# Runs (each a fresh process; the two sides alternate, go then ref, for every configuration and round):
-#   sgemm   a 2048³ float32 (and bfloat16) matmul through gotch and through torch: the machine's GEMM rate
+# Runs (each a fresh process; for every configuration the two sides run back to back, go then ref, and the
+# whole grid is repeated BENCH_ROUNDS times: ABAB):
+#   sgemm   a 2048³ float32 (and bfloat16) matmul through gotch and through torch, 3 untimed then 10 timed: the
+#           machine's GEMM rate, from the median product
 #   load    Load + Close of the 1.2 GB safetensors checkpoint (ours, warm page cache)
 #   cold    process start → first verdict of one image, model load included (float32)
-#   model   CheckPixels / forward only, per dtype in float32 bfloat16 and batch in 1 8
+#   model   CheckPixels / forward only, for dtype in float32 bfloat16 and batch in 1 8
 #   e2e     PNG files → decode + preprocess + model + scores, same grid
-# and prints a table, then one BENCH line per dtype/batch, the last one for float32 batch 8.
+#   verdicts  bfloat16 against float32 on ../shared/parity (ours; the tiny model, a few seconds)
+# then prints a table and one BENCH line per dtype/batch, the last one for float32 batch 8.
+#
+# The machine is shared: before each go/ref pair the script waits (BENCH_QUIET_WAIT seconds at most, out
+# of a BENCH_QUIET_BUDGET for the whole run) for the CPUs to be at least BENCH_QUIET_IDLE % idle, and it
+# records how idle they were. Medians are over the rounds; "paired" ratios are the median of the per-round
+# go/ref ratios, "best" uses each side's fastest run (contention only ever slows a run down).
 #
 # Environment: BENCH_ROUNDS (3), BENCH_THREADS (nproc), BENCH_DTYPES ("float32 bfloat16"), BENCH_BATCHES
-# ("1 8"), BENCH_ITERS_SCALE (1; multiplies the per-configuration iteration counts), BENCH_FULLSIZE
-# (bench-cache/fullsize), BENCH_IMAGES (bench-cache/images), BENCH_OUT (out/bench), PY (.venv/bin/python).
+# ("1 8"), BENCH_ITERS_SCALE (1; multiplies the per-configuration iteration counts), BENCH_QUIET_IDLE (85),
+# BENCH_QUIET_WAIT (40), BENCH_QUIET_BUDGET (300), BENCH_FULLSIZE (bench-cache/fullsize), BENCH_IMAGES
+# (bench-cache/images), BENCH_OUT (out/bench), PARITY (../shared/parity), PY (.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +29,15 @@ PY=${PY:-.venv/bin/python}
 FULL=${BENCH_FULLSIZE:-bench-cache/fullsize}
 IMAGES=${BENCH_IMAGES:-bench-cache/images}
 OUT=${BENCH_OUT:-out/bench}
+PARITY=${PARITY:-../shared/parity}
 ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-$(nproc)}
 DTYPES=${BENCH_DTYPES:-float32 bfloat16}
 BATCHES=${BENCH_BATCHES:-1 8}
 SCALE=${BENCH_ITERS_SCALE:-1}
+QUIET_IDLE=${BENCH_QUIET_IDLE:-85}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-40}
+QUIET_BUDGET=${BENCH_QUIET_BUDGET:-300}
 MODEL="$FULL/model"
 BIN="$OUT/safety-bench"
 RES="$OUT/results.jsonl"
@@ -39,9 +52,14 @@ if [ ! -f "$FULL/.complete" ]; then
   log "creating the full-size checkpoint in $FULL (once, ~1.2 GB)"
   "$PY" reference/fullsize.py "$FULL"
 fi
-mkdir -p "$OUT"
-log "building examples/bench"
+mkdir -p "$OUT/lib"
+log "building examples/bench and examples/safetycheck"
 go build -o "$BIN" ./examples/bench
+go build -o "$OUT/safetycheck" ./examples/safetycheck
+# Private copies of the gotch wrapper library: the build's runpath points into .deps, which another
+# `make setup` may rebuild while this runs; LD_LIBRARY_PATH comes before a runpath.
+for lib in $(ldd "$BIN" | awk '/libgotchwrap/ { print $3 }'); do cp -f "$lib" "$OUT/lib/"; done
+export LD_LIBRARY_PATH="$PWD/$OUT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 n_images=$(find "$IMAGES" -maxdepth 1 -name 'img_*.png' 2>/dev/null | wc -l)
 if [ "$n_images" -lt 8 ]; then
   log "writing 8 deterministic 512x512 PNG images into $IMAGES"
@@ -49,19 +67,48 @@ if [ "$n_images" -lt 8 ]; then
 fi
 : >"$RES"
 
-# iters DTYPE BATCH → "ITERS WARMUP" (about 10-25 s of model time per run on a 2-core machine)
+# iters DTYPE BATCH → "ITERS WARMUP" (a few seconds to ~15 s of model time per run on a 2-core machine)
 iters() {
   local it wu
   case "$1/$2" in
-    float32/1) it=4 wu=1 ;;
-    float32/8) it=2 wu=1 ;;
-    bfloat16/1) it=8 wu=2 ;;
-    *) it=3 wu=1 ;;
+    float32/1) it=3 wu=1 ;;
+    float32/8) it=1 wu=1 ;;
+    bfloat16/1) it=6 wu=1 ;;
+    *) it=2 wu=1 ;;
   esac
   it=$(awk -v a="$it" -v s="$SCALE" 'BEGIN { n = int(a * s + 0.5); print (n < 1 ? 1 : n) }')
   echo "$it $wu"
 }
 
+# idle_pct: percentage of CPU time idle over the next second (all CPUs)
+idle_pct() {
+  local a b
+  read -r -a a < <(head -n 1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -n 1 /proc/stat)
+  local t=0 i
+  for i in 1 2 3 4 5 6 7 8; do t=$((t + b[i] - a[i])); done
+  local idle=$((b[4] + b[5] - a[4] - a[5]))
+  echo $((t > 0 ? 100 * idle / t : 100))
+}
+
+IDLE=100
+quiet_spent=0
+# wait_quiet: wait for an idle machine (bounded per call and in total); sets IDLE
+wait_quiet() {
+  local waited=0
+  IDLE=$(idle_pct)
+  while [ "$IDLE" -lt "$QUIET_IDLE" ] && [ "$waited" -lt "$QUIET_WAIT" ] && [ "$quiet_spent" -lt "$QUIET_BUDGET" ]; do
+    IDLE=$(idle_pct)
+    waited=$((waited + 1))
+    quiet_spent=$((quiet_spent + 1))
+  done
+  if [ "$IDLE" -lt "$QUIET_IDLE" ]; then
+    log "  (CPUs only ${IDLE}% idle after waiting ${waited} s; measuring anyway)"
+  fi
+}
+
+ROUND=0
 # record SIDE KEY JSON: append one result to $RES
 record() {
   local side=$1 key=$2 line=$3
@@ -70,8 +117,8 @@ record() {
     tail -n 5 "$OUT/last-$side.err" >&2 || true
     return 0
   fi
-  echo "{\"side\":\"$side\",\"key\":\"$key\",\"r\":$line}" >>"$RES"
-  echo "$line" | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench:   %-3s %-22s %s" % (sys.argv[1], sys.argv[2], ", ".join("%s=%s" % (k, round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in ("images_per_s", "seconds", "gflops", "load_s", "peak_rss_mb") if k in r)))' "$side" "$key" >&2
+  echo "{\"side\":\"$side\",\"key\":\"$key\",\"round\":$ROUND,\"idle_before\":$IDLE,\"r\":$line}" >>"$RES"
+  echo "$line" | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench:   %-3s %-18s %s" % (sys.argv[1], sys.argv[2], ", ".join("%s=%s" % (k, round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in ("images_per_s", "seconds", "gflops", "load_s", "peak_rss_mb") if k in r)))' "$side" "$key" >&2
 }
 
 go_run() { "$BIN" --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" 2>"$OUT/last-go.err" | tail -n 1; }
@@ -81,7 +128,7 @@ ref_run() {
 }
 
 torch_gemm() { # DTYPE ITERS: the same product through torch in the venv
-  "$PY" - "$1" "$2" "$THREADS" <<'PY'
+  "$PY" - "$1" "$2" "$THREADS" 2>"$OUT/last-ref.err" <<'PY'
 import json, resource, sys, time
 import torch
 dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[sys.argv[1]]
@@ -91,13 +138,16 @@ g = torch.Generator().manual_seed(1)
 a = (torch.rand(2048, 2048, generator=g) - 0.5).to(dt)
 b = (torch.rand(2048, 2048, generator=g) - 0.5).to(dt)
 with torch.inference_mode():
-    a @ b
-    t = time.perf_counter()
-    for _ in range(iters):
+    for _ in range(3):
         a @ b
-    s = time.perf_counter() - t
-print(json.dumps({"mode": "sgemm", "dtype": sys.argv[1], "seconds": s, "iters": iters, "threads": torch.get_num_threads(),
-                  "gflops": 2 * 2048 ** 3 * iters / s / 1e9, "torch": torch.__version__,
+    all_s = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        a @ b
+        all_s.append(time.perf_counter() - t)
+med = sorted(all_s)[len(all_s) // 2] if len(all_s) % 2 else sum(sorted(all_s)[len(all_s) // 2 - 1:len(all_s) // 2 + 1]) / 2
+print(json.dumps({"mode": "sgemm", "dtype": sys.argv[1], "seconds": sum(all_s), "iters": iters, "all_s": all_s,
+                  "threads": torch.get_num_threads(), "gflops": 2 * 2048 ** 3 / med / 1e9, "torch": torch.__version__,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 PY
 }
@@ -108,12 +158,16 @@ log "warming the page cache with $MODEL/model.safetensors"
 cat "$MODEL/model.safetensors" >/dev/null
 
 for round in $(seq 1 "$ROUNDS"); do
-  log "round $round/$ROUNDS (load average $(cut -d' ' -f1 /proc/loadavg))"
+  ROUND=$round
+  log "round $round/$ROUNDS (load average $(cut -d' ' -f1 /proc/loadavg), $(($(date +%s) - start)) s so far)"
   for dt in float32 bfloat16; do
-    record go "sgemm/$dt" "$(go_run --mode sgemm --dtype "$dt" --iters 10 --warmup 2)"
+    wait_quiet
+    record go "sgemm/$dt" "$(go_run --mode sgemm --dtype "$dt" --iters 10 --warmup 3)"
     record ref "sgemm/$dt" "$(torch_gemm "$dt" 10)"
   done
+  wait_quiet
   record go load "$(go_run --mode load --dtype float32 --iters 1)"
+  wait_quiet
   t0=$(date +%s.%N)
   record go cold "$(go_run --mode cold --dtype float32 --t0 "$t0" --iters 1)"
   t0=$(date +%s.%N)
@@ -123,19 +177,55 @@ for round in $(seq 1 "$ROUNDS"); do
       read -r it wu < <(iters "$dt" "$b")
       for mode in model e2e; do
         key="$mode/$dt/$b"
+        wait_quiet
         record go "$key" "$(go_run --mode "$mode" --dtype "$dt" --batch "$b" --iters "$it" --warmup "$wu")"
         record ref "$key" "$(ref_run --mode "$mode" --dtype "$dt" --batch "$b" --iters "$it" --warmup "$wu")"
       done
     done
   done
 done
-log "all runs done in $(($(date +%s) - start)) s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "timed runs done in $(($(date +%s) - start)) s (waited ${quiet_spent} s for quiet); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-"$PY" - "$RES" "$DTYPES" "$BATCHES" <<'PY'
+# bfloat16 against float32 on the parity fixture: same verdicts, scores within 5e-3 (a verdict may only
+# flip where float32's unrounded score is within 5e-3 of the edge).
+verdicts="n/a"
+if [ -d "$PARITY/images" ] && [ -d "$PARITY/model" ]; then
+  for dt in float32 bfloat16; do
+    "$OUT/safetycheck" -q -json -device cpu -dtype "$dt" -threads "$THREADS" -model "$PARITY/model" \
+      "$PARITY/images" >"$OUT/parity-$dt.jsonl" 2>"$OUT/last-go.err" || true
+  done
+  verdicts=$("$PY" - "$OUT/parity-float32.jsonl" "$OUT/parity-bfloat16.jsonl" <<'PY'
+import json, sys
+f32 = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+bf = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+if not f32 or len(f32) != len(bf) or any("error" in r for r in f32 + bf):
+    print("error")
+    sys.exit()
+same = diff = 0
+worst = 0.0
+for a, b in zip(f32, bf):
+    sa, sb = a["concept_scores"] + a["special_scores"], b["concept_scores"] + b["special_scores"]
+    worst = max(worst, max(abs(x - y) for x, y in zip(sa, sb)))
+    edge = min(abs(x) for x in a["concept_scores"])
+    if a["nsfw"] == b["nsfw"] and a["bad_concepts"] == b["bad_concepts"]:
+        same += 1
+    elif edge < 5e-3:
+        same += 1  # allowed flip: float32's score is within 5e-3 of the edge
+    else:
+        diff += 1
+print(f"{same}/{same + diff} images with float32's verdicts, max score difference {worst:.4f}")
+PY
+)
+fi
+log "bfloat16 vs float32 on $PARITY: $verdicts"
+
+"$PY" - "$RES" "$DTYPES" "$BATCHES" "$verdicts" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dtypes, batches = sys.argv[2].split(), [int(b) for b in sys.argv[3].split()]
+verdicts = sys.argv[4]
+nan = float("nan")
 
 
 def vals(side, key, field):
@@ -144,7 +234,22 @@ def vals(side, key, field):
 
 def med(side, key, field):
     v = vals(side, key, field)
-    return statistics.median(v) if v else float("nan")
+    return statistics.median(v) if v else nan
+
+
+def best(side, key, field, low=False):
+    v = vals(side, key, field)
+    return (min(v) if low else max(v)) if v else nan
+
+
+def paired(key, field, inverse=False):
+    """median over rounds of go/ref (ref/go with inverse)."""
+    by = {}
+    for r in rows:
+        if r["key"] == key and r["r"].get(field):
+            by.setdefault(r["round"], {})[r["side"]] = r["r"][field]
+    q = [(p["ref"] / p["go"] if inverse else p["go"] / p["ref"]) for p in by.values() if "go" in p and "ref" in p]
+    return statistics.median(q) if q else nan
 
 
 def fmt(x, nd=2):
@@ -152,7 +257,7 @@ def fmt(x, nd=2):
 
 
 def ratio(a, b):
-    return a / b if b and a == a and b == b else float("nan")
+    return a / b if b and a == a and b == b else nan
 
 
 sg_go, sg_ref = med("go", "sgemm/float32", "gflops"), med("ref", "sgemm/float32", "gflops")
@@ -160,36 +265,47 @@ bg_go, bg_ref = med("go", "sgemm/bfloat16", "gflops"), med("ref", "sgemm/bfloat1
 cold_go, cold_ref = med("go", "cold", "seconds"), med("ref", "cold", "seconds")
 cold_ratio = ratio(cold_ref, cold_go)
 load_go = med("go", "load", "load_s")
+idle = [r["idle_before"] for r in rows]
 print()
-print(f"GEMM 2048^3 GFLOP/s (median): float32 gotch {fmt(sg_go, 1)} torch {fmt(sg_ref, 1)}; "
-      f"bfloat16 gotch {fmt(bg_go, 1)} torch {fmt(bg_ref, 1)}")
-print(f"cold start (s, median): go {fmt(cold_go)} (load {fmt(med('go', 'cold', 'load_s'))}, "
-      f"first image {fmt(med('go', 'cold', 'first_batch_s'))}), ref {fmt(cold_ref)}; ratio {fmt(cold_ratio)}")
-print(f"load of the 1.2 GB safetensors (go, warm page cache, median): {fmt(load_go)} s; "
-      f"all: {[round(x, 2) for x in vals('go', 'load', 'load_s')]}")
+print(f"CPU idle before the runs: median {statistics.median(idle) if idle else 'n/a'}%, min {min(idle) if idle else 'n/a'}%")
+print(f"GEMM 2048^3 GFLOP/s (median; best): float32 gotch {fmt(sg_go, 1)}; {fmt(best('go', 'sgemm/float32', 'gflops'), 1)}, "
+      f"torch {fmt(sg_ref, 1)}; {fmt(best('ref', 'sgemm/float32', 'gflops'), 1)} | bfloat16 gotch {fmt(bg_go, 1)}; "
+      f"{fmt(best('go', 'sgemm/bfloat16', 'gflops'), 1)}, torch {fmt(bg_ref, 1)}; {fmt(best('ref', 'sgemm/bfloat16', 'gflops'), 1)}")
+print(f"cold start s (median; best): go {fmt(cold_go)}; {fmt(best('go', 'cold', 'seconds', True))} "
+      f"(start-up {fmt(med('go', 'cold', 'startup_s'))}, load {fmt(med('go', 'cold', 'load_s'))}, "
+      f"first image {fmt(med('go', 'cold', 'first_batch_s'))}), ref {fmt(cold_ref)}; {fmt(best('ref', 'cold', 'seconds', True))}; "
+      f"ratio {fmt(cold_ratio)}, paired {fmt(paired('cold', 'seconds', True))}")
+print(f"load of the 1.2 GB safetensors (go, warm page cache): median {fmt(load_go)} s, "
+      f"all {[round(x, 2) for x in vals('go', 'load', 'load_s')]}")
+print(f"bfloat16 vs float32 verdicts on the parity fixture: {verdicts}")
 print()
-hdr = ("dtype", "batch", "go e2e img/s", "ref e2e img/s", "e2e ratio", "go model img/s", "ref model img/s",
-       "model ratio", "go GFLOP/s", "go RSS MB", "ref RSS MB", "rss ratio")
+hdr = ("dtype", "batch", "go e2e img/s", "ref e2e img/s", "e2e ratio (paired; best)", "go model img/s", "ref model img/s",
+       "model ratio (paired; best)", "go GFLOP/s (at 162)", "go RSS MB", "ref RSS MB", "rss ratio")
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 lines = []
 for dt in dtypes:
     for b in batches:
-        e_go, e_ref = med("go", f"e2e/{dt}/{b}", "images_per_s"), med("ref", f"e2e/{dt}/{b}", "images_per_s")
-        m_go, m_ref = med("go", f"model/{dt}/{b}", "images_per_s"), med("ref", f"model/{dt}/{b}", "images_per_s")
-        gf = med("go", f"model/{dt}/{b}", "gflops")
-        rss_go, rss_ref = med("go", f"model/{dt}/{b}", "peak_rss_mb"), med("ref", f"model/{dt}/{b}", "peak_rss_mb")
-        print("| " + " | ".join([dt, str(b), fmt(e_go, 3), fmt(e_ref, 3), fmt(ratio(e_go, e_ref)), fmt(m_go, 3),
-                                 fmt(m_ref, 3), fmt(ratio(m_go, m_ref)), fmt(gf, 1), fmt(rss_go, 0), fmt(rss_ref, 0),
-                                 fmt(ratio(rss_ref, rss_go))]) + " |")
-        lines.append((dt, b, f"BENCH device=cpu dtype={dt} batch={b} e2e_ratio={fmt(ratio(e_go, e_ref))} "
-                             f"model_ratio={fmt(ratio(m_go, m_ref))} cold_ratio={fmt(cold_ratio)} "
-                             f"rss_ratio={fmt(ratio(rss_ref, rss_go))} go_img_s={fmt(e_go, 3)} "
+        ke, km = f"e2e/{dt}/{b}", f"model/{dt}/{b}"
+        e_go, e_ref = med("go", ke, "images_per_s"), med("ref", ke, "images_per_s")
+        m_go, m_ref = med("go", km, "images_per_s"), med("ref", km, "images_per_s")
+        gf, gf162 = med("go", km, "gflops"), med("go", km, "gflops_162")
+        rss_go, rss_ref = med("go", km, "peak_rss_mb"), med("ref", km, "peak_rss_mb")
+        e_r, m_r = ratio(e_go, e_ref), ratio(m_go, m_ref)
+        e_b = ratio(best("go", ke, "images_per_s"), best("ref", ke, "images_per_s"))
+        m_b = ratio(best("go", km, "images_per_s"), best("ref", km, "images_per_s"))
+        print("| " + " | ".join([dt, str(b), fmt(e_go, 3), fmt(e_ref, 3),
+                                 f"{fmt(e_r)} ({fmt(paired(ke, 'images_per_s'))}; {fmt(e_b)})", fmt(m_go, 3), fmt(m_ref, 3),
+                                 f"{fmt(m_r)} ({fmt(paired(km, 'images_per_s'))}; {fmt(m_b)})", f"{fmt(gf, 1)} ({fmt(gf162, 1)})",
+                                 fmt(rss_go, 0), fmt(rss_ref, 0), fmt(ratio(rss_ref, rss_go))]) + " |")
+        lines.append((dt, b, f"BENCH device=cpu dtype={dt} batch={b} e2e_ratio={fmt(e_r)} model_ratio={fmt(m_r)} "
+                             f"cold_ratio={fmt(cold_ratio)} rss_ratio={fmt(ratio(rss_ref, rss_go))} go_img_s={fmt(e_go, 3)} "
                              f"ref_img_s={fmt(e_ref, 3)} model_gflops={fmt(gf, 1)} sgemm_gflops={fmt(sg_go, 1)}"))
 print()
-print("(go_img_s/ref_img_s: end-to-end images/s; model_gflops: our model-only rate at 162.0 GFLOP per image; "
-      "sgemm_gflops: 2048^3 float32 matmul through gotch; RSS: peak of the model-mode process, load included; "
-      "cold_ratio: float32, batch 1)")
+print("(medians over the rounds; go_img_s/ref_img_s: end-to-end images/s; model_gflops: our model-only rate on the "
+      "156.4 GFLOP per image we execute (in brackets: at the reference's 162.0 GFLOP per image); sgemm_gflops: "
+      "2048^3 float32 matmul through gotch; RSS: peak of the model-mode process, load included; cold_ratio: "
+      "float32, one image)")
 lines.sort(key=lambda x: (x[0] == "float32" and x[1] == 8, x[0] == "float32", x[1]))
 for _, _, l in lines:
     print(l)
