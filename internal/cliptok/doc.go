@@ -60,4 +60,4 @@
 // (testdata/golden/text/unicode.json), corrects those; a test checks all 1,112,064 code points.
 package cliptok
 
-//go:generate go run gen_tables.go
+//go:generate go run ../../cmd/gen-cliptok-tables

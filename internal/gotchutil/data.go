@@ -109,7 +109,7 @@ func Float32s(x *ts.Tensor) ([]float32, error) {
 	if err := t.Err(); err != nil {
 		return nil, err
 	}
-	// Not y.Numel(): it calls MustSize, which ends the process (log.Fatal) if libtorch fails.
+	// Not y.Numel(): it calls MustSize, which ends the process if libtorch fails.
 	shape, err := y.Size()
 	if err != nil {
 		return nil, TorchError("size", err)

@@ -12,5 +12,5 @@
 //   - [Build]: the libtorch version gotch was built against and the wrappers the version-adaptive
 //     build replaced with stubs (scripts/configure_gotch.py), so callers can fall back.
 //
-// Nothing here ends the process: gotch's Must* helpers call log.Fatal and are never used.
+// Nothing here ends the process: gotch's Must* helpers exit through the log package and are never used.
 package gotchutil
