@@ -45,6 +45,9 @@ type config struct {
 	failOnNSFW                 bool
 	orientation                bool
 	quiet                      bool
+	textModel                  string
+	concepts                   conceptFlag
+	conceptsCount              bool
 }
 
 func main() {
@@ -68,6 +71,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.failOnNSFW, "fail-on-nsfw", false, "exit with status 3 when an image is flagged")
 	fs.BoolVar(&c.orientation, "exif-orientation", false, "apply EXIF orientation (the reference does not)")
 	fs.BoolVar(&c.quiet, "q", false, "no progress output")
+	fs.StringVar(&c.textModel, "text-model", "", "CLIP checkpoint directory (openai/clip-vit-large-patch14 layout) for -concept")
+	fs.Var(&c.concepts, "concept", "custom concept NAME=THRESHOLD:TEXT, scored with the CLIP text tower of -text-model (repeatable)")
+	fs.BoolVar(&c.conceptsCount, "concepts-count", false, "a custom concept hit makes the image NSFW")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: safetycheck [flags] FILE|DIR...\n\nChecks images with the Stable Diffusion safety checker.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -93,6 +99,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if c.threads > 0 {
 		opts = append(opts, safety.WithThreads(c.threads))
 	}
+	if len(c.concepts) > 0 && c.textModel == "" {
+		fmt.Fprintln(stderr, "safetycheck: -concept needs -text-model")
+		return exitUsage
+	}
+	opts = append(opts, safety.WithCustomConceptsCount(c.conceptsCount))
 	inputs, err := expandInputs(fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "safetycheck: %v\n", err)
@@ -116,6 +127,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	defer checker.Close()
+	if len(c.concepts) > 0 {
+		closeText, err := addConcepts(ctx, checker, c.textModel, c.concepts, c)
+		defer closeText()
+		if err != nil {
+			fmt.Fprintf(stderr, "safetycheck: %v\n", err)
+			return exitFailed
+		}
+	}
 
 	outcomes := checkAll(ctx, checker, inputs, c, stderr)
 	code := exitOK
