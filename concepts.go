@@ -132,3 +132,20 @@ func rows(flat []float32, n int) [][]float32 {
 	}
 	return out
 }
+
+// Concepts returns a copy of the checker's built-in concept embeddings and thresholds.
+func (c *Checker) Concepts() Concepts {
+	cp := func(rows [][]float32) [][]float32 {
+		out := make([][]float32, len(rows))
+		for i, r := range rows {
+			out[i] = append([]float32(nil), r...)
+		}
+		return out
+	}
+	return Concepts{
+		Embeds:            cp(c.concepts.Embeds),
+		Thresholds:        append([]float32(nil), c.concepts.Thresholds...),
+		SpecialEmbeds:     cp(c.concepts.SpecialEmbeds),
+		SpecialThresholds: append([]float32(nil), c.concepts.SpecialThresholds...),
+	}
+}

@@ -450,3 +450,17 @@ func TestDTypeOnCPU(t *testing.T) {
 		}
 	}
 }
+
+func TestConceptsAccessor(t *testing.T) {
+	needDir(t, parityDir)
+	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	k := c.Concepts()
+	if len(k.Embeds) != 17 || len(k.Thresholds) != 17 || len(k.SpecialEmbeds) != 3 || len(k.SpecialThresholds) != 3 ||
+		len(k.Embeds[0]) != c.Info().ProjectionDim {
+		t.Fatalf("concept shapes %d/%d/%d/%d", len(k.Embeds), len(k.Thresholds), len(k.SpecialEmbeds), len(k.SpecialThresholds))
+	}
+	k.Thresholds[0] = 42 // a copy: the checker is unaffected
+	if c.Concepts().Thresholds[0] == 42 {
+		t.Error("Concepts returned the checker's own slice")
+	}
+}
