@@ -87,7 +87,7 @@ func scoreCustom(concepts []CustomConcept, embeds []float32, count bool, r *Resu
 // CLIP model the checker's vision tower belongs to. The checker does not take ownership: close the
 // encoder after the checker is no longer used with it.
 func (c *Checker) SetTextEncoder(enc *TextEncoder) error {
-	if c.closed.Load() {
+	if c.rt.Closed() {
 		return ErrClosed
 	}
 	if enc != nil {
@@ -113,7 +113,7 @@ func (c *Checker) AddConcept(name, text string, threshold float32) error {
 
 // AddConceptContext is AddConcept with a context for the embedding.
 func (c *Checker) AddConceptContext(ctx context.Context, name, text string, threshold float32) error {
-	if c.closed.Load() {
+	if c.rt.Closed() {
 		return ErrClosed
 	}
 	enc := c.custom.text.Load()
@@ -143,7 +143,7 @@ func (c *Checker) AddConceptContext(ctx context.Context, name, text string, thre
 // score is positive. Names are unique; threshold must be in [−1, 1]; the embedding must be finite
 // and not zero. It is safe to call while checks run.
 func (c *Checker) AddConceptEmbedding(name string, embedding []float32, threshold float32) error {
-	if c.closed.Load() {
+	if c.rt.Closed() {
 		return ErrClosed
 	}
 	if err := c.checkConcept(name, threshold); err != nil {

@@ -7,7 +7,6 @@ import (
 	"image"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 
 	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
@@ -51,11 +50,8 @@ type Result struct {
 // libtorch state, while decoding and preprocessing run on the callers' goroutines. Close releases
 // every tensor; afterwards all methods return [ErrClosed].
 type Checker struct {
-	worker   *gotchutil.Worker
+	rt       *gotchutil.Runtime // the model thread and the tensors the checker owns
 	tower    *visionTower
-	owned    gotchutil.Tape // every tensor the checker holds; touched on the worker thread only
-	dropped  bool           // worker thread only: the tensors are gone
-	closed   atomic.Bool
 	concepts *Concepts
 	custom   customConcepts // custom concepts and their text encoder (custom_concepts.go)
 	proc     imageproc.Config
@@ -108,16 +104,15 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
-	w, err := gotchutil.NewWorker()
+	rt, err := gotchutil.NewRuntime()
 	if err != nil {
 		return nil, err
 	}
-	c := &Checker{worker: w, proc: proc, opts: o}
+	c := &Checker{rt: rt, proc: proc, opts: o}
 	c.info = Info{Dir: dir, WeightsFile: weights, DType: o.dtype, Vision: cfg.Vision, ProjectionDim: cfg.ProjectionDim,
 		Libtorch: gotchutil.Build().Libtorch, ImageSize: cfg.Vision.ImageSize}
-	if err := w.Do(func() error { return c.load(cfg, weights) }); err != nil {
-		_ = w.Do(func() error { c.owned.Release(); return nil })
-		w.Close()
+	if err := rt.Run(func() error { return c.load(cfg, weights) }); err != nil {
+		rt.Close()
 		return nil, err
 	}
 	return c, nil
@@ -158,14 +153,14 @@ func (c *Checker) load(cfg checkpoint.Config, weights string) error {
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	defer ck.Close()
-	w, concepts, prefix, err := loadWeights(&c.owned, ck, cfg, c.device, c.dtype)
+	w, concepts, prefix, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype)
 	if err != nil {
 		return err
 	}
 	c.concepts = concepts
 	c.info.Concepts, c.info.SpecialConcept = len(concepts.Thresholds), len(concepts.SpecialThresholds)
-	c.tower = newVisionTower(&c.owned, cfg, w, prefix, c.info.SDPA)
-	if err := c.owned.Err(); err != nil {
+	c.tower = newVisionTower(&c.rt.Owned, cfg, w, prefix, c.info.SDPA)
+	if err := c.rt.Owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble vision tower: %w", err)
 	}
 	return nil
@@ -192,19 +187,7 @@ func (c *Checker) Info() Info { return c.info }
 // Close releases every tensor and stops the model thread. A Check running concurrently finishes or
 // returns ErrClosed; it never touches freed memory. Close is idempotent.
 func (c *Checker) Close() error {
-	if c.closed.Swap(true) {
-		return nil
-	}
-	err := c.worker.Do(func() error {
-		c.owned.Release()
-		c.dropped = true
-		return nil
-	})
-	c.worker.Close()
-	if errors.Is(err, gotchutil.ErrClosed) {
-		err = nil
-	}
-	return err
+	return c.rt.Close()
 }
 
 // Check preprocesses images exactly as the reference's CLIPImageProcessor does (convert to RGB,
@@ -212,7 +195,7 @@ func (c *Checker) Close() error {
 // An image that cannot be converted fails the call with an error naming its index; ctx cancels
 // between batches and between encoder layers.
 func (c *Checker) Check(ctx context.Context, images []image.Image) ([]Result, error) {
-	if c.closed.Load() {
+	if c.rt.Closed() {
 		return nil, ErrClosed
 	}
 	pix, err := c.preprocessImages(images)
@@ -225,7 +208,7 @@ func (c *Checker) Check(ctx context.Context, images []image.Image) ([]Result, er
 // CheckPixels checks n preprocessed images: pixels is [n, 3, S, S] float32 in row-major order (S =
 // Info().ImageSize), as [Checker.Preprocess] or the reference's pixel_values produce.
 func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]Result, error) {
-	if c.closed.Load() {
+	if c.rt.Closed() {
 		return nil, ErrClosed
 	}
 	s := c.info.ImageSize
@@ -273,10 +256,7 @@ func (c *Checker) appendResults(results []Result, pooled, embeds []float32, b in
 // pixels: [b, 3, S, S] → pooled [b·D], embeds [b·P] (float32, host).
 func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled, embeds []float32, err error) {
 	s := int64(c.info.ImageSize)
-	err = c.worker.Do(func() error {
-		if c.dropped {
-			return ErrClosed
-		}
+	err = c.rt.Run(func() error {
 		var t gotchutil.Tape
 		defer t.Release()
 		var err error
@@ -287,7 +267,7 @@ func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled,
 }
 
 // forwardTensor runs the vision tower on preprocessed pixels already held as a tensor. It runs on the
-// worker thread (the caller checks c.dropped) and records its tensors on t.
+// worker thread (inside c.rt.Run) and records its tensors on t.
 // pixels: [b, 3, S, S], any float dtype, any device → pooled [b·D], embeds [b·P] (float32, host).
 func (c *Checker) forwardTensor(ctx context.Context, t *gotchutil.Tape, pixels *ts.Tensor) (pooled, embeds []float32, err error) {
 	x := t.ToDevice(pixels, c.device, c.dtype)

@@ -397,7 +397,7 @@ func TestExplicitAttentionMatchesSDPA(t *testing.T) {
 	needDir(t, parityDir)
 	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
 	setSDPA := func(on bool) {
-		_ = c.worker.Do(func() error {
+		_ = c.rt.Run(func() error {
 			c.tower.useSDPA = on
 			return nil
 		})

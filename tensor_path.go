@@ -80,7 +80,7 @@ type TensorResult struct {
 // (B = 0) gives no results and an empty Images tensor. ctx cancels between batches and between
 // encoder layers.
 func (c *Checker) CheckTensor(ctx context.Context, images *ts.Tensor, opts *TensorOptions) (*TensorResult, error) {
-	if c.closed.Load() {
+	if c.rt.Closed() {
 		return nil, ErrClosed
 	}
 	if images == nil || images.Ctensor() == nil {
@@ -195,10 +195,7 @@ func (c *Checker) tensorRGB(images *ts.Tensor, o TensorOptions) ([]*imageproc.RG
 		shape tensorShape
 		vals  []float32 // [B, 3, H, W], float32, in [0, 1]
 	)
-	err := c.worker.Do(func() error {
-		if c.dropped {
-			return ErrClosed
-		}
+	err := c.rt.Run(func() error {
 		var err error
 		if shape, err = inspectTensor(images); err != nil {
 			return err
@@ -327,10 +324,7 @@ func cropOffset(size, crop int) int {
 // images, each preprocessing its slice of the input on the input's device and running the tower.
 func (c *Checker) checkTensorFast(ctx context.Context, images *ts.Tensor, o TensorOptions) ([]Result, error) {
 	var shape tensorShape
-	err := c.worker.Do(func() error {
-		if c.dropped {
-			return ErrClosed
-		}
+	err := c.rt.Run(func() error {
 		var err error
 		shape, err = inspectTensor(images)
 		return err
@@ -349,10 +343,7 @@ func (c *Checker) checkTensorFast(ctx context.Context, images *ts.Tensor, o Tens
 		}
 		n := min(int64(c.opts.batchSize), shape.b-start)
 		var pooled, embeds []float32
-		err := c.worker.Do(func() error {
-			if c.dropped {
-				return ErrClosed
-			}
+		err := c.rt.Run(func() error {
 			var t gotchutil.Tape
 			defer t.Release()
 			x := c.fastPixels(&t, t.Narrow(images, 0, start, n), o, plan, shape.device)
@@ -473,7 +464,7 @@ func resizeAA(t *gotchutil.Tape, x *ts.Tensor, h, w int64, filter imageproc.Filt
 // images: [B, 3, H, W], len(results) == B → [B, 3, H, W].
 func (c *Checker) censorTensor(images *ts.Tensor, results []Result) (*ts.Tensor, error) {
 	var out *ts.Tensor
-	err := c.worker.Do(func() error {
+	err := c.rt.Run(func() error {
 		var t gotchutil.Tape
 		defer t.Release()
 		if len(results) == 0 {

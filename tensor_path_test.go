@@ -91,7 +91,7 @@ func hexSHA256(b []byte) string {
 func newTestTensor(t *testing.T, c *Checker, data []float32, dtype gotch.DType, shape ...int64) *ts.Tensor {
 	t.Helper()
 	var x *ts.Tensor
-	err := c.worker.Do(func() error {
+	err := c.rt.Run(func() error {
 		var err error
 		if x, err = gotchutil.FromFloat32(data, shape...); err != nil {
 			return err
@@ -113,7 +113,7 @@ func newTestTensor(t *testing.T, c *Checker, data []float32, dtype gotch.DType, 
 }
 
 func dropOnCleanup(t *testing.T, c *Checker, x *ts.Tensor) {
-	t.Cleanup(func() { _ = c.worker.Do(func() error { return x.Drop() }) })
+	t.Cleanup(func() { _ = c.rt.Run(func() error { return x.Drop() }) })
 }
 
 // tensorValues copies a tensor's values (as float32), shape and dtype on the checker's worker.
@@ -124,7 +124,7 @@ func testTensorValues(t *testing.T, c *Checker, x *ts.Tensor) ([]float32, []int6
 		sz []int64
 		dt gotch.DType
 	)
-	err := c.worker.Do(func() error {
+	err := c.rt.Run(func() error {
 		var err error
 		if sz, err = x.Size(); err != nil {
 			return err
@@ -232,7 +232,7 @@ func TestCheckTensorGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() { _ = c.worker.Do(func() error { return res.Images.Drop() }) }()
+			defer func() { _ = c.rt.Run(func() error { return res.Images.Drop() }) }()
 			if len(res.Results) != len(g.Images) {
 				t.Fatalf("%d results, want %d", len(res.Results), len(g.Images))
 			}
@@ -330,7 +330,7 @@ func TestCheckTensorInvalid(t *testing.T) {
 				n *= d
 			}
 			var x *ts.Tensor
-			err := c.worker.Do(func() error {
+			err := c.rt.Run(func() error {
 				var err error
 				x, err = gotchutil.FromBytes(make([]byte, n*int64(dtype.Size())), dtype, shape...)
 				return err
@@ -361,7 +361,7 @@ func TestCheckTensorInvalid(t *testing.T) {
 		{"rank0", func(t *testing.T) *ts.Tensor {
 			x := newTestTensor(t, c, []float32{0.5}, gotch.Float, 1)
 			var y *ts.Tensor
-			if err := c.worker.Do(func() error {
+			if err := c.rt.Run(func() error {
 				var err error
 				y, err = x.Squeeze(false)
 				return err
@@ -432,7 +432,7 @@ func TestCheckTensorNoLeak(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.worker.Do(func() error { return warm.Images.Drop() }); err != nil {
+			if err := c.rt.Run(func() error { return warm.Images.Drop() }); err != nil {
 				t.Fatal(err)
 			}
 			settleFinalizers()
@@ -445,7 +445,7 @@ func TestCheckTensorNoLeak(t *testing.T) {
 				if got := gotchutil.LiveTensors(); got != before+1 {
 					t.Errorf("live tensors %d after CheckTensor, want %d (+1: Images)", got, before+1)
 				}
-				if err := c.worker.Do(func() error { return res.Images.Drop() }); err != nil {
+				if err := c.rt.Run(func() error { return res.Images.Drop() }); err != nil {
 					t.Fatal(err)
 				}
 				if got := gotchutil.LiveTensors(); got != before {
@@ -497,7 +497,7 @@ func fastPixelDiff(t *testing.T, c *Checker, x *ts.Tensor, shape []int64) (maxLe
 		t.Fatal(err)
 	}
 	var fast []float32
-	err = c.worker.Do(func() error {
+	err = c.rt.Run(func() error {
 		var tp gotchutil.Tape
 		defer tp.Release()
 		p := c.fastPixels(&tp, x, TensorOptions{}, plan, gotch.CPU)
@@ -558,12 +558,12 @@ func TestCheckTensorFast(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() { _ = c.worker.Do(func() error { return ex.Images.Drop() }) }()
+			defer func() { _ = c.rt.Run(func() error { return ex.Images.Drop() }) }()
 			fr, err := c.CheckTensor(context.Background(), x, &TensorOptions{Fast: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() { _ = c.worker.Do(func() error { return fr.Images.Drop() }) }()
+			defer func() { _ = c.rt.Run(func() error { return fr.Images.Drop() }) }()
 			for i := range ex.Results {
 				a, b := ex.Results[i], fr.Results[i]
 				t.Logf("image %d: nsfw exact=%v fast=%v, embeds rel err %.2e, scores max diff %.4f", i, a.NSFW, b.NSFW,
@@ -632,7 +632,7 @@ func TestCheckTensorDTypes(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer func() { _ = c.worker.Do(func() error { return res.Images.Drop() }) }()
+				defer func() { _ = c.rt.Run(func() error { return res.Images.Drop() }) }()
 				for i, e := range g.Images {
 					r := res.Results[i]
 					t.Logf("image %d: nsfw=%v, embeds rel err %.2e", i, r.NSFW, relErr(r.ImageEmbeds, e.ImageEmbeds))
@@ -667,7 +667,7 @@ func TestCheckTensorEdgeCases(t *testing.T) {
 		if len(res.Results) != 0 || !slices.Equal(sz, []int64{0, 3, 64, 96}) {
 			t.Errorf("empty batch (fast=%v): %d results, Images %v", fast, len(res.Results), sz)
 		}
-		_ = c.worker.Do(func() error { return res.Images.Drop() })
+		_ = c.rt.Run(func() error { return res.Images.Drop() })
 	}
 
 	closed := mustLoad(t, dir, WithDevice(DeviceCPU))
@@ -742,7 +742,7 @@ func TestCheckTensorFastVariants(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_ = c.worker.Do(func() error { return res.Images.Drop() })
+				_ = c.rt.Run(func() error { return res.Images.Drop() })
 				if len(res.Results) != int(in.shape[0]) {
 					t.Errorf("%s: %d results", in.name, len(res.Results))
 				}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 
 	"github.com/sugarme/gotch"
 
@@ -35,14 +34,11 @@ var (
 // A TextEncoder is safe for concurrent use; model calls are serialised on one OS thread. Close
 // releases its tensors; afterwards its methods return [ErrClosed].
 type TextEncoder struct {
-	worker  *gotchutil.Worker
-	tower   *textTower
-	tok     *cliptok.Tokenizer
-	owned   gotchutil.Tape // worker thread only
-	dropped bool           // worker thread only
-	closed  atomic.Bool
-	info    TextInfo
-	opts    options
+	rt    *gotchutil.Runtime // the model thread and the tensors the encoder owns
+	tower *textTower
+	tok   *cliptok.Tokenizer
+	info  TextInfo
+	opts  options
 }
 
 // TextInfo describes a loaded TextEncoder.
@@ -135,17 +131,16 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
-	w, err := gotchutil.NewWorker()
+	rt, err := gotchutil.NewRuntime()
 	if err != nil {
 		return nil, err
 	}
-	e := &TextEncoder{worker: w, tok: tok, opts: o}
+	e := &TextEncoder{rt: rt, tok: tok, opts: o}
 	e.info = TextInfo{Dir: dir, WeightsFile: weights, TokenizerDir: tokDir, DType: o.dtype, Text: cfg.Text,
 		ContextLength: cfg.Text.MaxPositionEmbeddings, SDPA: gotchutil.HasOp("scaled_dot_product_attention"),
 		Libtorch: gotchutil.Build().Libtorch}
-	if err := w.Do(func() error { return e.load(cfg, weights) }); err != nil {
-		_ = w.Do(func() error { e.owned.Release(); return nil })
-		w.Close()
+	if err := rt.Run(func() error { return e.load(cfg, weights) }); err != nil {
+		rt.Close()
 		return nil, err
 	}
 	return e, nil
@@ -180,21 +175,21 @@ func (e *TextEncoder) load(cfg checkpoint.TextModelConfig, weights string) error
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	defer ck.Close()
-	w, prefix, projected, err := loadTextWeights(&e.owned, ck, cfg, device, dtype)
+	w, prefix, projected, err := loadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
 	if err != nil {
 		return err
 	}
 	if projected {
 		e.info.ProjectionDim = cfg.ProjectionDim
 	}
-	e.tower = newTextTower(&e.owned, cfg.Text, w, prefix, e.info.SDPA, device, dtype)
-	if err := e.owned.Err(); err != nil {
+	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device, dtype)
+	if err := e.rt.Owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble text tower: %w", err)
 	}
 	for name, x := range w { // the separate q, k and v projections now live in the fused ones
 		if strings.Contains(name, "self_attn.q_proj.") || strings.Contains(name, "self_attn.k_proj.") ||
 			strings.Contains(name, "self_attn.v_proj.") {
-			e.owned.Free(x)
+			e.rt.Owned.Free(x)
 		}
 	}
 	return nil
@@ -205,19 +200,7 @@ func (e *TextEncoder) Info() TextInfo { return e.info }
 
 // Close releases every tensor and stops the model thread. Close is idempotent.
 func (e *TextEncoder) Close() error {
-	if e.closed.Swap(true) {
-		return nil
-	}
-	err := e.worker.Do(func() error {
-		e.owned.Release()
-		e.dropped = true
-		return nil
-	})
-	e.worker.Close()
-	if errors.Is(err, gotchutil.ErrClosed) {
-		err = nil
-	}
-	return err
+	return e.rt.Close()
 }
 
 // Tokenize returns the token ids the model sees for text: <|startoftext|>, at most
@@ -252,7 +235,7 @@ func (e *TextEncoder) Embed(ctx context.Context, texts []string) ([][]float32, e
 // projection), the pooled output, the token ids and whether the text was truncated. ctx cancels
 // between batches and between encoder layers.
 func (e *TextEncoder) EmbedTexts(ctx context.Context, texts []string) ([]TextEmbedding, error) {
-	if e.closed.Load() {
+	if e.rt.Closed() {
 		return nil, ErrClosed
 	}
 	n := int64(e.info.ContextLength)
@@ -281,10 +264,7 @@ func (e *TextEncoder) EmbedTexts(ctx context.Context, texts []string) ([]TextEmb
 		}
 		pool := poolPositions(ids, e.info.Text.EOSTokenID)
 		var pooled, embeds []float32
-		err := e.worker.Do(func() error {
-			if e.dropped {
-				return ErrClosed
-			}
+		err := e.rt.Run(func() error {
 			var t gotchutil.Tape
 			defer t.Release()
 			pt, et := e.tower.forward(ctx, &t, t.Int64(flat, b, n), b, n, pool)

@@ -143,7 +143,7 @@ func TestTextEncoderGolden(t *testing.T) {
 	t.Logf("batches of 3: max relative error: text_embeds %.2e, pooled %.2e", embedErr, pooledErr)
 
 	setSDPA := func(on bool) {
-		_ = e.worker.Do(func() error {
+		_ = e.rt.Run(func() error {
 			for i := range e.tower.layers {
 				e.tower.layers[i].attn.useSDPA = on
 			}
