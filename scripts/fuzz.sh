@@ -5,11 +5,19 @@
 #
 #   scripts/fuzz.sh                      # every target, 15s each
 #   FUZZTIME=2m scripts/fuzz.sh          # longer
+#   FUZZTIME=3000x scripts/fuzz.sh       # an execution-count budget (what `make test` uses)
 #   scripts/fuzz.sh FuzzPickle FuzzConfig   # only these targets
 #
 # Environment: FUZZTIME (a -fuzztime value: 15s, 1m, 10000x), GO (default go), FUZZ_PARALLEL (the
 # -parallel worker count; default GOMAXPROCS). A failing input is saved by go test under the
 # package's testdata/fuzz/<Target>/ and reproduces with: go test -run '^Target$/^name$' ./pkg/
+#
+# Go 1.26's fuzz coordinator can end a wall-clock run (-fuzztime 10s) with a bare "context deadline
+# exceeded" when the deadline passes while a worker is busy (golang/go#75804, fixed in Go 1.27); the
+# machine being loaded makes it likely. That is not a finding: no input failed and none is written. So
+# a run that fails with that message and writes no reproducer is reported as the known race and does not
+# fail the script; any failure that writes a reproducer, or that says anything else, does. An
+# execution-count budget (-fuzztime Nx) has no deadline and so never meets the race: `make test` uses one.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -57,9 +65,18 @@ for entry in "${found[@]}"; do
 		continue
 	fi
 	echo "=== fuzz ./$pkg $target for $FUZZTIME"
-	if ! "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "./$pkg/"; then
-		failed+=("./$pkg $target")
+	corpus="$pkg/testdata/fuzz/$target"
+	before=$(ls "$corpus" 2>/dev/null | sort)
+	log=$(mktemp)
+	if ! "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "./$pkg/" 2>&1 | tee "$log"; then
+		after=$(ls "$corpus" 2>/dev/null | sort)
+		if [ "$before" = "$after" ] && grep -q 'context deadline exceeded' "$log" && ! grep -q -e 'Failing input written' -e 'panic:' "$log"; then
+			echo "fuzz.sh: $target: Go's fuzz-deadline race (golang/go#75804), no reproducer written: not a finding" >&2
+		else
+			failed+=("./$pkg $target")
+		fi
 	fi
+	rm -f "$log"
 	ran=$((ran + 1))
 done
 
