@@ -15,10 +15,13 @@ TEST_FUZZTIME ?= 3000x
 
 .PHONY: setup test vet fmt demo parity golden reference fullsize test-full bench fuzz clean
 
-# setup: libtorch (2.1.0 wheel, or $LIBTORCH) and the configured gotch copy + go.work. Idempotent.
+# setup: libtorch (the 2.1.0 wheel, TORCH_VERSION=… for another, or LIBTORCH=DIR) and the configured gotch in
+# the per-user cache ($$SAFETY_CACHE_DIR, default ~/.cache/sdsafety), and go.work pointing at it: the same
+# command applications run (cmd/safety-setup). Idempotent: a second run takes seconds.
+# (Built with GOWORK=off so that a stale go.work cannot stop it; run without, so it edits this go.work.)
 setup:
-	@./scripts/setup-libtorch.sh
-	@$(PYTHON) scripts/configure_gotch.py
+	@GOWORK=off $(GO) build -o .deps/bin/safety-setup ./cmd/safety-setup
+	@.deps/bin/safety-setup $(SETUP_FLAGS)
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

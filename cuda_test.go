@@ -1,6 +1,6 @@
 package safety
 
-// The CUDA path: tests that need a CUDA build of gotch (scripts/configure_gotch.py with GOTCH_CUDA=1 or a
+// The CUDA path: tests that need a CUDA build of gotch (cmd/safety-setup with -cuda on or a
 // libtorch whose CUDA libraries resolve) and a visible GPU, and skip cleanly otherwise. On the GPU machine
 // scripts/device-check.sh builds and runs them (docs/cuda.md); every test name contains "CUDA", so
 // `go test -run CUDA .` runs exactly these.

@@ -59,7 +59,7 @@ type Client struct {
 
 // NewClient returns a Client configured from the environment like huggingface_hub: HF_ENDPOINT,
 // HF_HUB_CACHE / HUGGINGFACE_HUB_CACHE / HF_HOME / XDG_CACHE_HOME, HF_TOKEN / HUGGING_FACE_HUB_TOKEN /
-// the token file ($HF_TOKEN_PATH, else $HF_HOME/token, as written by `huggingface-cli login`),
+// the token file ($HF_TOKEN_PATH, else $HF_HOME/token, as written by `hf auth login`, or `huggingface-cli login` before huggingface_hub 1.0),
 // HF_HUB_DISABLE_IMPLICIT_TOKEN, HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, HF_HUB_ETAG_TIMEOUT and
 // HF_HUB_DOWNLOAD_TIMEOUT.
 func NewClient() *Client {

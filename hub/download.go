@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sdsafety/safety/internal/flock"
 )
 
 // maxRedirects bounds the redirects followed by one request.
@@ -49,7 +51,7 @@ type fileMeta struct {
 // Errors wrap [ErrNotFound], [ErrUnauthorized], [ErrOffline] (with [ErrNotCached]), [ErrChecksum] or
 // the context's error, and name the repository, revision and file.
 func (c *Client) Download(ctx context.Context, repo, revision, file string) (string, error) {
-	p, _, err := c.settings().download(ctx, repo, revision, file)
+	p, _, err := c.settings().download(ctx, repo, revision, file, nil)
 	return p, err
 }
 
@@ -61,12 +63,12 @@ func (c *Client) Snapshot(ctx context.Context, repo, revision string, files []st
 		return "", fmt.Errorf("hub: snapshot of %s: no files requested", repo)
 	}
 	s := c.settings()
-	_, commit, err := s.download(ctx, repo, revision, files[0])
+	_, commit, err := s.download(ctx, repo, revision, files[0], nil)
 	if err != nil {
 		return "", err
 	}
 	for _, f := range files[1:] {
-		if _, _, err := s.download(ctx, repo, commit, f); err != nil {
+		if _, _, err := s.download(ctx, repo, commit, f, nil); err != nil {
 			return "", err
 		}
 	}
@@ -101,25 +103,28 @@ func (c *Client) ResolveCached(repo, revision, file string) (string, error) {
 // When no candidate exists the error wraps [ErrNotFound]; after a failure it wraps that failure
 // ([ErrUnauthorized] says a token may be needed), and offline it wraps [ErrOffline].
 func (c *Client) FirstAvailable(ctx context.Context, repo, revision, subfolder string, candidates []string) (string, error) {
-	return c.settings().firstAvailable(ctx, repo, revision, subfolder, candidates)
+	p, _, err := c.settings().firstAvailable(ctx, repo, revision, subfolder, candidates)
+	return p, err
 }
 
-// firstAvailable implements FirstAvailable.
-func (s *settings) firstAvailable(ctx context.Context, repo, revision, subfolder string, candidates []string) (string, error) {
+// firstAvailable implements FirstAvailable. It also returns the metadata of the file it chose when it
+// asked the hub for it (nil when the cache decided), so that a download that follows needs no second
+// request for it.
+func (s *settings) firstAvailable(ctx context.Context, repo, revision, subfolder string, candidates []string) (string, *fileMeta, error) {
 	if revision == "" {
 		revision = DefaultRevision
 	}
 	if err := checkArgs(repo, revision); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if len(candidates) == 0 {
-		return "", fmt.Errorf("hub: %s: no candidate files given", repo)
+		return "", nil, fmt.Errorf("hub: %s: no candidate files given", repo)
 	}
 	paths := make([]string, len(candidates))
 	for i, name := range candidates {
 		paths[i] = joinRepoPath(subfolder, name)
 		if err := checkRelPath("file path", paths[i]); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	rc := newRepoCache(s.cacheDir, repo)
@@ -129,17 +134,17 @@ func (s *settings) firstAvailable(ctx context.Context, repo, revision, subfolder
 		for _, p := range paths {
 			if isCommitHash(revision) {
 				if _, _, err := rc.lookup(revision, p); err == nil {
-					return p, nil
+					return p, nil, nil
 				} else if errors.Is(err, ErrNotFound) {
 					continue
 				}
 			}
-			_, err := s.head(ctx, repo, revision, p)
+			meta, err := s.head(ctx, repo, revision, p)
 			if err == nil {
-				return p, nil
+				return p, meta, nil
 			}
 			if ctx.Err() != nil {
-				return "", fmt.Errorf("hub: %s: looking for %q at revision %q: %w", repo, p, revision, ctx.Err())
+				return "", nil, fmt.Errorf("hub: %s: looking for %q at revision %q: %w", repo, p, revision, ctx.Err())
 			}
 			var se *statusError
 			if errors.As(err, &se) && se.definitive() {
@@ -150,24 +155,26 @@ func (s *settings) firstAvailable(ctx context.Context, repo, revision, subfolder
 			break
 		}
 		if failure == nil {
-			return "", fmt.Errorf("hub: %s: none of %s exists at revision %q: %w", repo, strings.Join(paths, ", "), revision, ErrNotFound)
+			return "", nil, fmt.Errorf("hub: %s: none of %s exists at revision %q: %w", repo, strings.Join(paths, ", "), revision, ErrNotFound)
 		}
 	}
 
 	for _, p := range paths {
 		if _, _, err := rc.lookup(revision, p); err == nil {
-			return p, nil
+			return p, nil, nil
 		}
 	}
 	if failure != nil {
-		return "", fmt.Errorf("hub: %s: looking for %s at revision %q (and none is cached): %w", repo, strings.Join(paths, ", "), revision, failure)
+		return "", nil, fmt.Errorf("hub: %s: looking for %s at revision %q (and none is cached): %w", repo, strings.Join(paths, ", "), revision, failure)
 	}
-	return "", fmt.Errorf("hub: %s: %w and none of %s at revision %q is cached (%w: cache %s); turn offline mode off (unset HF_HUB_OFFLINE) and run again to download it",
+	return "", nil, fmt.Errorf("hub: %s: %w and none of %s at revision %q is cached (%w: cache %s); turn offline mode off (unset HF_HUB_OFFLINE) and run again to download it",
 		repo, ErrOffline, strings.Join(paths, ", "), revision, ErrNotCached, s.cacheDir)
 }
 
-// download implements Download and also returns the commit the file was resolved at.
-func (s *settings) download(ctx context.Context, repo, revision, file string) (string, string, error) {
+// download implements Download and also returns the commit the file was resolved at. known, when not
+// nil, is the file's metadata from a request just made (firstAvailable's), which is used instead of
+// asking again.
+func (s *settings) download(ctx context.Context, repo, revision, file string, known *fileMeta) (string, string, error) {
 	if revision == "" {
 		revision = DefaultRevision
 	}
@@ -196,7 +203,10 @@ func (s *settings) download(ctx context.Context, repo, revision, file string) (s
 			file, repo, revision, ErrOffline, ErrNotCached, s.cacheDir)
 	}
 
-	meta, err := s.head(ctx, repo, revision, file)
+	meta, err := known, error(nil)
+	if meta == nil {
+		meta, err = s.head(ctx, repo, revision, file)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", "", wrap(ctx.Err())
@@ -226,7 +236,7 @@ func (s *settings) download(ctx context.Context, repo, revision, file string) (s
 			return "", "", wrap(err)
 		}
 	}
-	unlock, err := lockFile(ctx, lock)
+	unlock, err := flock.Lock(ctx, lock)
 	if err != nil {
 		return "", "", wrap(fmt.Errorf("lock %s: %w", lock, err))
 	}
@@ -339,7 +349,14 @@ func (s *settings) metaFrom(resp *http.Response, reqURL, loc *url.URL, repo, fil
 	if !safeComponent(m.etag) {
 		return nil, fmt.Errorf("invalid ETag %q from %s", m.etag, start)
 	}
-	for _, v := range []string{h.Get("X-Linked-Size"), h.Get("Content-Length")} {
+	// A redirect's own Content-Length is the length of the redirect's body, not of the file: on a
+	// redirect only X-Linked-Size counts (mirrors and proxies may drop it; the size is then unknown
+	// until the download's response gives it), as in huggingface_hub.
+	sizes := []string{h.Get("X-Linked-Size")}
+	if loc == nil {
+		sizes = append(sizes, h.Get("Content-Length"))
+	}
+	for _, v := range sizes {
 		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n >= 0 {
 			m.size = n
 			break

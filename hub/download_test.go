@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sdsafety/safety/internal/flock"
 )
 
 var (
@@ -560,7 +562,7 @@ func TestLockWaitsAndCancels(t *testing.T) {
 	c := h.client(t)
 	lock := filepath.Join(c.CacheDir, ".locks", "models--test-org--test-model", sha256Hex(weightsBin)+".lock")
 	mustMkdir(t, filepath.Dir(lock))
-	unlock, err := lockFile(context.Background(), lock)
+	unlock, err := flock.Lock(context.Background(), lock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ var (
 
 	// ErrUnauthorized: the hub refused access (HTTP 401 or 403). The repository may be private or
 	// gated, or not exist at all (the hub answers 401 to anonymous requests for missing repositories):
-	// set HF_TOKEN, or log in with `huggingface-cli login`, with a token that has access.
+	// set HF_TOKEN, or log in with `hf auth login` (older huggingface_hub: `huggingface-cli login`), with a token that has access.
 	ErrUnauthorized = errors.New("access refused by the hub")
 
 	// ErrOffline: offline mode is on (HF_HUB_OFFLINE=1 or [Client.Offline]) and the file is not in the
@@ -56,7 +56,7 @@ func (e *statusError) Error() string {
 	case e.code == "EntryNotFound" || (e.status == http.StatusNotFound && e.code == ""):
 		b.WriteString(": no such file at this revision")
 	case e.status == http.StatusUnauthorized && !e.token:
-		b.WriteString(": the repository does not exist, or it is private or gated and needs a token; set HF_TOKEN or run `huggingface-cli login`")
+		b.WriteString(": the repository does not exist, or it is private or gated and needs a token; set HF_TOKEN or run `hf auth login`")
 	case e.status == http.StatusUnauthorized:
 		b.WriteString(": the repository does not exist, or the token in use (HF_TOKEN or the saved login) is invalid or has no access to it")
 	case e.status == http.StatusForbidden:

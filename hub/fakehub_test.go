@@ -76,6 +76,9 @@ type fakeHub struct {
 	xet         bool  // LFS files are Xet-backed: X-Xet-Hash on their HEAD
 	unavailable int   // answer this many content requests with 503
 	stallAfter  int64 // >0: the next content response stops sending (without closing) after this many bytes
+	// noLinkedSize: LFS redirects carry no X-Linked-Size but a Content-Length of their own (158, the
+	// length of a redirect page), as some mirrors and proxies send them
+	noLinkedSize bool
 }
 
 func newFakeHub(t *testing.T, files map[string]fakeFile) *fakeHub {
@@ -183,7 +186,11 @@ func (h *fakeHub) serveHub(w http.ResponseWriter, r *http.Request) {
 	if f.lfs {
 		w.Header().Set("ETag", `"`+gitBlobSHA1([]byte("version https://git-lfs.github.com/spec/v1\n"+file))+`"`)
 		w.Header().Set("X-Linked-Etag", `"`+f.etag()+`"`)
-		w.Header().Set("X-Linked-Size", strconv.Itoa(len(f.content)))
+		if h.noLinkedSize {
+			w.Header().Set("Content-Length", "158")
+		} else {
+			w.Header().Set("X-Linked-Size", strconv.Itoa(len(f.content)))
+		}
 		w.Header().Set("Location", h.cdn.URL+"/blobs/"+f.etag()+"?X-Amz-Signature=secret")
 		if h.xet {
 			w.Header().Set("X-Xet-Hash", randomHex(64))

@@ -53,15 +53,15 @@ func FetchModel(ctx context.Context, c *Client, repo, revision, subfolder string
 	}
 	s := c.settings()
 
-	configPath, commit, err := s.download(ctx, repo, revision, joinRepoPath(subfolder, "config.json"))
+	configPath, commit, err := s.download(ctx, repo, revision, joinRepoPath(subfolder, "config.json"), nil)
 	if err != nil {
 		return "", "", err
 	}
-	weights, err := s.firstAvailable(ctx, repo, commit, subfolder, WeightCandidates(preferFP16))
+	weights, meta, err := s.firstAvailable(ctx, repo, commit, subfolder, WeightCandidates(preferFP16))
 	if err != nil {
 		return "", "", fmt.Errorf("hub: no weights for the model in %s (subfolder %q): %w", repo, subfolder, err)
 	}
-	if _, _, err := s.download(ctx, repo, commit, weights); err != nil {
+	if _, _, err := s.download(ctx, repo, commit, weights, meta); err != nil {
 		return "", "", err
 	}
 
@@ -74,7 +74,7 @@ func FetchModel(ctx context.Context, c *Client, repo, revision, subfolder string
 		candidates = append(candidates, joinRepoPath(parent, "feature_extractor/preprocessor_config.json"))
 	}
 	for _, cand := range candidates {
-		p, _, err := s.download(ctx, repo, commit, cand)
+		p, _, err := s.download(ctx, repo, commit, cand, nil)
 		if err == nil {
 			processorConfigPath = p
 			break

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -251,5 +252,35 @@ func TestTokenFromEnvironment(t *testing.T) {
 	var nilClient *Client
 	if p, err := nilClient.Download(context.Background(), h.repo, "main", "model.safetensors"); err != nil || p != got {
 		t.Errorf("nil client offline = %q, %v", p, err)
+	}
+}
+
+// TestFetchModelOneHeadPerFileAndRedirectSize: the weights file's metadata is asked for once (the
+// candidate search's HEAD serves the download), and a redirect that carries no X-Linked-Size but a
+// Content-Length of its own (a mirror's or proxy's) does not become the file's expected size.
+func TestFetchModelOneHeadPerFileAndRedirectSize(t *testing.T) {
+	for _, noLinkedSize := range []bool{false, true} {
+		h := newFakeHub(t, map[string]fakeFile{
+			"config.json":       {content: configJSON},
+			"model.safetensors": {content: weightsBin, lfs: true},
+		})
+		h.noLinkedSize = noLinkedSize
+		c := h.client(t)
+		modelDir, _, err := FetchModel(context.Background(), c, h.repo, "", "", false)
+		if err != nil {
+			t.Fatalf("noLinkedSize=%v: %v", noLinkedSize, err)
+		}
+		if data, err := os.ReadFile(filepath.Join(modelDir, "model.safetensors")); err != nil || string(data) != string(weightsBin) {
+			t.Errorf("noLinkedSize=%v: weights: %v (%d bytes)", noLinkedSize, err, len(data))
+		}
+		heads := 0
+		for _, e := range h.requests("hub") {
+			if e.method == http.MethodHead && strings.HasSuffix(e.path, "/model.safetensors") {
+				heads++
+			}
+		}
+		if heads != 1 {
+			t.Errorf("noLinkedSize=%v: %d HEAD requests for the weights, want 1", noLinkedSize, heads)
+		}
 	}
 }

@@ -10,7 +10,7 @@
 #   unpack      Go from .device/go.tar.xz, the module cache, gotch's source
 #   make-model  (in the background, from the start) reference/bench_cuda.py make-model: a random-weight
 #               ViT-L/14 checker, 8 inputs and transformers' answers for them on this GPU in float32
-#   configure   scripts/configure_gotch.py against this python3's torch: LIBTORCH=torch's folder,
+#   configure   go run ./cmd/safety-setup against this python3's torch: LIBTORCH=torch's folder,
 #               GOTCH_CXX11_ABI from torch.compiled_with_cxx11_abi(), GOTCH_CUDA=1, GOTCH_SRC=the shipped
 #               source; as many compile jobs as cores, stubbing wrappers this libtorch does not compile
 #   build       go test -c of the root package and internal/gotchutil
@@ -151,10 +151,11 @@ configure() {
   GOTCH_CXX11_ABI=$("$PY" -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))')
   export LIBTORCH GOTCH_CXX11_ABI
   export GOTCH_CUDA=${GOTCH_CUDA:-1} GOTCH_SRC=$WORK/gotch GOTCH_OPT=${GOTCH_OPT:--O1}
+  export SAFETY_CACHE_DIR=$WORK/safety-cache
   echo "LIBTORCH=$LIBTORCH GOTCH_CXX11_ABI=$GOTCH_CXX11_ABI GOTCH_CUDA=$GOTCH_CUDA GOTCH_OPT=$GOTCH_OPT"
-  ./scripts/setup-libtorch.sh
-  python3 scripts/configure_gotch.py
-  cat .deps/gotch/BUILD_INFO.json
+  # the same Go setup command as `make setup` and applications use (cmd/safety-setup): go.work here
+  go run ./cmd/safety-setup
+  cat "$SAFETY_CACHE_DIR"/gotch/*/BUILD_INFO.json
 }
 
 build() {

@@ -7,7 +7,7 @@
 #   go.tar.xz          a trimmed Go toolchain (GOROOT without test/, doc/, api/, misc/, src/cmd/, the std
 #                      library's tests and testdata, and the tools a plain `go test -vet=off` never runs)
 #   gotch.tar.xz       the pristine gotch v0.9.1 module source without example/ and gen/ (the module zip is
-#                      59 MB because of them). device-check.sh passes it to scripts/configure_gotch.py as
+#                      59 MB because of them). device-check.sh passes it to cmd/safety-setup as
 #                      GOTCH_SRC: the configured copy must be built there, against that machine's torch.
 #   gomodcache.tar     the module download cache (zips, .mod, .info) of every other module the build
 #                      needs, for GOPROXY=off there
@@ -76,7 +76,7 @@ fi
 
 # 3. the other modules: what the device's build needs, fetched from this machine's module cache into a fresh
 #    one (GOPROXY=file://…: nothing from the network), gotch's zip left out. The device builds in workspace
-#    mode (configure_gotch.py's go.work replaces gotch with a directory), which reads the go.mod of every
+#    mode (safety-setup's go.work replaces gotch with a directory), which reads the go.mod of every
 #    module in gotch's requirement graph, so the collection runs in the same mode.
 stamp="$(cat "$root/go.mod" "$root/go.sum" "$gotch_dir/go.mod" | sha256sum | cut -c1-16) v2"
 if [ "$(cat "$dev/gomodcache.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$dev/gomodcache.tar" ]; then

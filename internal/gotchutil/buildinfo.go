@@ -27,7 +27,7 @@ var (
 	build     BuildInfo
 )
 
-// Build returns the build information recorded by scripts/configure_gotch.py.
+// Build returns the build information recorded by cmd/safety-setup (internal/setup).
 func Build() BuildInfo {
 	buildOnce.Do(func() {
 		if s := buildInfoJSON(); s != "" && json.Unmarshal([]byte(s), &build) == nil {

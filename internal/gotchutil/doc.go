@@ -10,7 +10,7 @@
 //     leaks nothing.
 //   - [SetNumThreads] / [NumThreads]: libtorch's intra-op thread count (gotch has no call for it).
 //   - [Build]: the libtorch version gotch was built against and the wrappers the version-adaptive
-//     build replaced with stubs (scripts/configure_gotch.py), so callers can fall back.
+//     build replaced with stubs (cmd/safety-setup), so callers can fall back.
 //
 // Nothing here ends the process: gotch's Must* helpers exit through the log package and are never used.
 package gotchutil

@@ -24,7 +24,7 @@ import (
 const (
 	symSetNumThreads = "_ZN2at15set_num_threadsEi" // at::set_num_threads(int)
 	symGetNumThreads = "_ZN2at15get_num_threadsEv" // at::get_num_threads()
-	symBuildInfo     = "gotchsafety_build_info"    // written by scripts/configure_gotch.py
+	symBuildInfo     = "gotchsafety_build_info"    // written by cmd/safety-setup (internal/setup)
 )
 
 func lookup(name string) unsafe.Pointer {

@@ -1,6 +1,6 @@
 //go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
 
-package hub
+package flock
 
 import (
 	"context"
@@ -12,9 +12,9 @@ var (
 	locks   = map[string]chan struct{}{}
 )
 
-// lockFile serialises downloads of the same blob between the goroutines of this process only: this
+// Lock serialises downloads of the same blob between the goroutines of this process only: this
 // system has no flock(2), so other processes are not excluded.
-func lockFile(ctx context.Context, path string) (func(), error) {
+func Lock(ctx context.Context, path string) (func(), error) {
 	locksMu.Lock()
 	ch, ok := locks[path]
 	if !ok {

@@ -1,6 +1,6 @@
 //go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
 
-package hub
+package flock
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// lockFile takes an exclusive flock(2) on path, creating it if needed, and returns the function that
+// Lock takes an exclusive flock(2) on path, creating it if needed, and returns the function that
 // releases it. This is the lock huggingface_hub takes through the filelock package, so Go and Python
 // processes exclude each other. It waits, polling, until the lock is free or ctx is done. The lock
 // file is left in place (removing it would race with other holders).
-func lockFile(ctx context.Context, path string) (func(), error) {
+func Lock(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,201 @@
+package setup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultIndex is PyPI's simple index; the PIP_INDEX_SIMPLE environment variable overrides it (a
+// mirror that serves PEP 691 JSON).
+const DefaultIndex = "https://pypi.org/simple"
+
+// Wheel is one file of a package's listing in a PEP 691 JSON simple index.
+type Wheel struct {
+	Filename string            `json:"filename"`
+	URL      string            `json:"url"`
+	Hashes   map[string]string `json:"hashes"`
+	Size     int64             `json:"size"`
+}
+
+// Index fetches wheels from a simple index. The zero value is not usable: set URL and Client.
+type Index struct {
+	URL    string       // base URL, e.g. DefaultIndex
+	Client *http.Client // the HTTP client
+	// Progress, when set, is called as a download advances (done of total bytes; total < 0 when
+	// unknown); hub.TextProgress's Update fits.
+	Progress func(file string, done, total int64)
+}
+
+// NewIndex returns an Index for PIP_INDEX_SIMPLE or DefaultIndex with http.DefaultClient.
+func NewIndex() *Index {
+	u := os.Getenv("PIP_INDEX_SIMPLE")
+	if u == "" {
+		u = DefaultIndex
+	}
+	return &Index{URL: strings.TrimRight(u, "/"), Client: http.DefaultClient}
+}
+
+// Files lists the files the index has for the project name.
+func (ix *Index) Files(ctx context.Context, name string) ([]Wheel, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ix.URL+"/"+name+"/", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/vnd.pypi.simple.v1+json")
+	resp, err := ix.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("setup: index listing of %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("setup: index listing of %s: %s", name, resp.Status)
+	}
+	var listing struct {
+		Files []Wheel `json:"files"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&listing); err != nil {
+		return nil, fmt.Errorf("setup: index listing of %s: %w", name, err)
+	}
+	return listing.Files, nil
+}
+
+// PickWheel chooses name==version's manylinux wheel for arch ("x86_64", "aarch64") from files: the one
+// for the CPython tag (e.g. "cp311") when there is one, else a py3-none wheel. It returns false when
+// there is neither.
+func PickWheel(files []Wheel, name, version, tag, arch string) (Wheel, bool) {
+	prefix := strings.ToLower(strings.ReplaceAll(name, "-", "_")) + "-" + version + "-"
+	var fallback *Wheel
+	for i, f := range files {
+		fn := f.Filename
+		if !strings.HasSuffix(fn, ".whl") || !strings.HasPrefix(strings.ToLower(fn), prefix) {
+			continue
+		}
+		if !strings.Contains(fn, "manylinux") || !strings.Contains(fn, arch) {
+			continue
+		}
+		if tag != "" && strings.Contains(fn, "-"+tag+"-"+tag+"-") {
+			return f, true
+		}
+		if strings.Contains(fn, "-py3-none-") && fallback == nil {
+			fallback = &files[i]
+		}
+	}
+	if fallback != nil {
+		return *fallback, true
+	}
+	return Wheel{}, false
+}
+
+// Fetch downloads name==version's wheel (see PickWheel) into dir and returns its path. A file already
+// there with the index's sha256 is reused; a new download is written to a ".part" file, checked
+// against the sha256 the index publishes and only then renamed into place.
+func (ix *Index) Fetch(ctx context.Context, dir, name, version, tag, arch string) (string, error) {
+	files, err := ix.Files(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	w, ok := PickWheel(files, name, version, tag, arch)
+	if !ok {
+		return "", fmt.Errorf("setup: the index %s has no manylinux %s wheel of %s==%s for %s or py3", ix.URL, arch, name, version, tag)
+	}
+	want := w.Hashes["sha256"]
+	if want == "" {
+		return "", fmt.Errorf("setup: the index publishes no sha256 for %s", w.Filename)
+	}
+	if strings.ContainsAny(w.Filename, `/\`) {
+		return "", fmt.Errorf("setup: the index names a wheel %q", w.Filename)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, w.Filename)
+	if got, err := fileSHA256(path); err == nil && got == want {
+		return path, nil
+	}
+	part := path + ".part"
+	if err := ix.download(ctx, w, part); err != nil {
+		os.Remove(part)
+		return "", err
+	}
+	got, err := fileSHA256(part)
+	if err != nil {
+		return "", err
+	}
+	if got != want {
+		os.Remove(part)
+		return "", fmt.Errorf("setup: %s: sha256 %s, the index says %s", w.Filename, got, want)
+	}
+	return path, os.Rename(part, path)
+}
+
+func (ix *Index) download(ctx context.Context, w Wheel, dst string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.URL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := ix.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("setup: download %s: %w", w.Filename, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("setup: download %s: %s", w.Filename, resp.Status)
+	}
+	total := resp.ContentLength
+	if total <= 0 && w.Size > 0 {
+		total = w.Size
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	var src io.Reader = resp.Body
+	if ix.Progress != nil {
+		src = &progressReader{r: resp.Body, file: w.Filename, total: total, report: ix.Progress}
+		ix.Progress(w.Filename, 0, total)
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		return fmt.Errorf("setup: download %s: %w", w.Filename, err)
+	}
+	return f.Close()
+}
+
+type progressReader struct {
+	r      io.Reader
+	file   string
+	done   int64
+	total  int64
+	report func(file string, done, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if n > 0 || errors.Is(err, io.EOF) {
+		p.report(p.file, p.done, p.total)
+	}
+	return n, err
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
