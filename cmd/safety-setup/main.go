@@ -183,7 +183,9 @@ func setupModule(ctx context.Context, o options, stdout, stderr io.Writer, logf 
 		what = "updated"
 	}
 	fmt.Fprintf(stdout, "safety-setup: %s %s: replace %s %s => %s\n", filepath.Join(dir, file), what, setup.GotchModule, setup.GotchVersion, g.Dir)
-	if w := os.Getenv("GOWORK"); !o.useMod && w != "" && w != filepath.Join(dir, "go.work") {
+	// GOWORK=off is how safety-setup itself is run when the go.work names a cache folder that is gone
+	// (go refuses to load such a workspace), so it gets no warning.
+	if w := os.Getenv("GOWORK"); !o.useMod && w != "" && w != "off" && w != filepath.Join(dir, "go.work") {
 		fmt.Fprintf(stderr, "safety-setup: warning: GOWORK=%s, so go will not read %s; unset GOWORK or use -mod\n", w, filepath.Join(dir, "go.work"))
 	}
 	return nil
