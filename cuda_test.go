@@ -10,7 +10,7 @@ package safety
 //	SAFETY_PARITY_DIR          the parity fixture (default ../shared/parity)
 //	SAFETY_CUDA_FULLSIZE       a folder made by `reference/bench_cuda.py make-model` (model/, inputs.f32 and the
 //	                           reference's answers computed on the same GPU) for TestCUDAFullSize
-//	SAFETY_CUDA_MEM_MODEL      the model TestCUDAMemoryStable checks with (default: the parity fixture's)
+//	SAFETY_CUDA_MEM_MODEL      the model TestCUDAMemoryStable checks with (default: the golden tiny_quickgelu)
 //	SAFETY_CUDA_MEM_DTYPE      its dtype (default float32); SAFETY_CUDA_MEM_CHECKS how many checks (1000)
 //	SAFETY_CUDA_BENCH_MODEL    the model TestCUDABenchmark times (the benchmark is skipped when unset)
 //	SAFETY_CUDA_BENCH_INPUTS   float32 LE pixel values [N,3,S,S] it tiles to each batch (default: random)
@@ -154,9 +154,7 @@ func sameVerdict(a Result, nsfw bool, bad, special []int) bool {
 // TestCUDAAutoSelect: DeviceAuto picks the GPU when there is one. Without CUDA it checks the fallback
 // (auto runs on the CPU, DeviceCUDA is refused with ErrNoCUDA) and then skips.
 func TestCUDAAutoSelect(t *testing.T) {
-	dir := cudaParityDir()
-	needDir(t, dir)
-	model := filepath.Join(dir, "model")
+	model := testModelDir
 	b := gotchutil.Build()
 	if !cudaAvailable() {
 		c := mustLoad(t, model)
@@ -178,7 +176,7 @@ func TestCUDAAutoSelect(t *testing.T) {
 	if !c.Info().SDPA {
 		t.Errorf("scaled_dot_product_attention is not used on CUDA (libtorch %s)", b.Libtorch)
 	}
-	pix, err := c.PreprocessFile(filepath.Join(dir, "images", "astronaut_512.png"))
+	pix, err := c.PreprocessFile(testImage("sd_512x512.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,9 +420,9 @@ func TestCUDAMemoryStable(t *testing.T) {
 	needCUDA(t)
 	model := os.Getenv("SAFETY_CUDA_MEM_MODEL")
 	if model == "" {
-		model = filepath.Join(cudaParityDir(), "model")
+		model = testModelDir
 	}
-	needDir(t, model)
+	needTracked(t, model)
 	dt := DType(os.Getenv("SAFETY_CUDA_MEM_DTYPE"))
 	if dt == "" {
 		dt = Float32

@@ -48,7 +48,7 @@ type tensorGolden struct {
 func readTensorGolden(t *testing.T) (g tensorGolden, in, out []float32) {
 	t.Helper()
 	path := filepath.Join(goldenDir, "tensor_path.json")
-	needDir(t, path)
+	needTracked(t, path)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
