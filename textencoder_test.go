@@ -58,6 +58,11 @@ func readTextGolden(t testing.TB) textGolden {
 	if err := json.Unmarshal(b, &g); err != nil {
 		t.Fatal(err)
 	}
+	if len(g.Texts) == 0 || len(g.PoolingVariants) == 0 || len(g.Concepts.Texts) == 0 || len(g.Concepts.Images) == 0 ||
+		len(g.Concepts.Cos) != len(g.Concepts.Images) {
+		t.Fatalf("%s: no texts, pooling variants, concept texts or images, or %d cosine rows for %d images",
+			textGoldenDir, len(g.Concepts.Cos), len(g.Concepts.Images))
+	}
 	return g
 }
 
@@ -143,12 +148,20 @@ func TestTextEncoderGolden(t *testing.T) {
 	t.Logf("batches of 3: max relative error: text_embeds %.2e, pooled %.2e", embedErr, pooledErr)
 
 	setSDPA := func(on bool) {
-		_ = e.rt.Run(func() error {
+		t.Helper()
+		if err := e.rt.Run(func() error {
 			for i := range e.tower.layers {
 				e.tower.layers[i].attn.useSDPA = on
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatalf("switching SDPA to %v: %v", on, err)
+		}
+		for i, l := range e.tower.layers {
+			if l.attn.useSDPA != on {
+				t.Fatalf("layer %d: SDPA %v after switching it to %v", i, l.attn.useSDPA, on)
+			}
+		}
 	}
 	setSDPA(!info.SDPA)
 	defer setSDPA(info.SDPA)
