@@ -54,6 +54,7 @@ reference:
 
 golden: reference
 	.venv/bin/python reference/make_golden.py
+	.venv/bin/python reference/make_test_vectors.py
 
 # fullsize: a random-weight checkpoint with the real ViT-L/14 shapes and the reference's answers
 # (1.2 GB, git-ignored) for TestFullSizeViTL14 and the benchmarks.

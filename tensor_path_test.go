@@ -587,24 +587,37 @@ func TestCheckTensorFast(t *testing.T) {
 	}
 }
 
-// halfUint8SHA256 are the sha256s of the 8-bit images that diffusers makes of the golden input cast
-// to float16 and bfloat16 (postprocess computes (x·0.5 + 0.5).clamp(0, 1) in the tensor's dtype,
-// so they differ from the float32 ones), from the reference environment (diffusers 0.42.1, torch
-// 2.14.1):
-//
-//	x = torch.from_numpy(np.fromfile("testdata/golden/tensor_path/input.f32", "<f4").reshape(2, 3, 64, 96))
-//	[sha256(np.asarray(p).tobytes()) for p in VaeImageProcessor().postprocess(x.to(dtype), output_type="pil")]
-var halfUint8SHA256 = map[gotch.DType][]string{
-	gotch.Half: {"34b61d1ded2e64b3241c90c268478a7fc715ff67fbb21dab52c3d91da5536d9d",
-		"e74a0f907bf4dcdf4ed0d2784f07ed7c6ad821e4d7ea2991795df86d960000bc"},
-	gotch.BFloat16: {"7e8c235915bdd070012ea5e70991f1be53918f5c58cf518de252f4e81f95e510",
-		"11abf3572e980b461b5d3bd284d961c7bf6342d71205b606a7e0c5408c72290d"},
+// readHalfUint8SHA256 reads testdata/golden/tensor_path_half.json (reference/make_test_vectors.py):
+// the sha256s of the 8-bit images that diffusers makes of the golden input cast to float16 and
+// bfloat16 (postprocess computes (x·0.5 + 0.5).clamp(0, 1) in the tensor's dtype, so they differ from
+// the float32 ones).
+func readHalfUint8SHA256(t *testing.T, images int) map[gotch.DType][]string {
+	t.Helper()
+	path := filepath.Join(goldenDir, "tensor_path_half.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		SHA256 map[string][]string `json:"uint8_sha256"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	out := map[gotch.DType][]string{gotch.Half: doc.SHA256["float16"], gotch.BFloat16: doc.SHA256["bfloat16"]}
+	for dt, shas := range out {
+		if len(shas) != images {
+			t.Fatalf("%s: %d %v images, want %d", path, len(shas), dt, images)
+		}
+	}
+	return out
 }
 
 // TestCheckTensorDTypes runs float16, bfloat16 and float64 batches through both paths: the 8-bit
 // images are diffusers' for that dtype, Images keeps the dtype, verdicts match the float32 reference.
 func TestCheckTensorDTypes(t *testing.T) {
 	g, in, _ := readTensorGolden(t)
+	halfUint8SHA256 := readHalfUint8SHA256(t, len(g.Images))
 	c := mustLoad(t, filepath.Join(goldenDir, g.Model), WithDevice(DeviceCPU))
 	per := len(in) / int(g.Input.Shape[0])
 	for _, dt := range []gotch.DType{gotch.Half, gotch.BFloat16, gotch.Double} {
