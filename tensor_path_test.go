@@ -619,50 +619,65 @@ func TestCheckTensorDTypes(t *testing.T) {
 	g, in, _ := readTensorGolden(t)
 	halfUint8SHA256 := readHalfUint8SHA256(t, len(g.Images))
 	c := mustLoad(t, filepath.Join(goldenDir, g.Model), WithDevice(DeviceCPU))
-	per := len(in) / int(g.Input.Shape[0])
 	for _, dt := range []gotch.DType{gotch.Half, gotch.BFloat16, gotch.Double} {
 		for _, fast := range []bool{false, true} {
-			name := dt.String() + map[bool]string{false: "/exact", true: "/fast"}[fast]
-			t.Run(name, func(t *testing.T) {
+			t.Run(dt.String()+map[bool]string{false: "/exact", true: "/fast"}[fast], func(t *testing.T) {
 				x := newTestTensor(t, c, in, dt, g.Input.Shape...)
-				xv, _, _ := testTensorValues(t, c, x)
-				if !fast {
-					rgbs, err := c.tensorRGB(x, TensorOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					for i, rgb := range rgbs {
-						want := g.Images[i].UInt8SHA256 // float64 arithmetic gives the float32 images
-						if w, ok := halfUint8SHA256[dt]; ok {
-							want = w[i]
-						}
-						if got := hexSHA256(rgb.Pix); got != want {
-							t.Errorf("image %d: uint8 sha256 %s, want %s", i, got, want)
-						}
-					}
-				}
-				res, err := c.CheckTensor(context.Background(), x, &TensorOptions{Fast: fast})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = c.rt.Run(func() error { return res.Images.Drop() }) }()
-				for i, e := range g.Images {
-					r := res.Results[i]
-					t.Logf("image %d: nsfw=%v, embeds rel err %.2e", i, r.NSFW, relErr(r.ImageEmbeds, e.ImageEmbeds))
-					if r.NSFW != e.NSFW || !slices.Equal(r.BadConcepts, e.BadConcepts) {
-						t.Errorf("image %d: nsfw=%v bad=%v, want nsfw=%v bad=%v", i, r.NSFW, r.BadConcepts, e.NSFW, e.BadConcepts)
-					}
-				}
-				out, sz, odt := testTensorValues(t, c, res.Images)
-				if odt != dt || !slices.Equal(sz, g.Input.Shape) {
-					t.Errorf("Images is %v %v, want %v %v", sz, odt, g.Input.Shape, dt)
-				}
-				if !slices.Equal(f32Bytes(out), f32Bytes(zeroedImages(xv, per, nsfwIndices(res.Results)))) {
-					t.Error("Images differs from the input with the flagged images zeroed")
-				}
+				checkGoldenTensor(t, c, g, x, dt, fast, halfUint8SHA256, 0)
 			})
 		}
 	}
+}
+
+// checkGoldenTensor runs the golden tensor-path batch x (of dtype dt, on any device) through
+// CheckTensor: on the exact path the 8-bit images are diffusers' for dt (halfSHA for float16 and
+// bfloat16; float64 arithmetic gives the float32 images); the verdicts are the reference's and, when
+// embedsBound > 0, the embeddings within that relative error; Images has dt and the input's shape and
+// equals the input with the flagged images zeroed. It returns Images (dropped when the test ends).
+func checkGoldenTensor(t *testing.T, c *Checker, g tensorGolden, x *ts.Tensor, dt gotch.DType, fast bool,
+	halfSHA map[gotch.DType][]string, embedsBound float64) *ts.Tensor {
+	t.Helper()
+	xv, _, _ := testTensorValues(t, c, x)
+	if !fast {
+		rgbs, err := c.tensorRGB(x, TensorOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, rgb := range rgbs {
+			want := g.Images[i].UInt8SHA256
+			if w, ok := halfSHA[dt]; ok {
+				want = w[i]
+			}
+			if got := hexSHA256(rgb.Pix); got != want {
+				t.Errorf("image %d: uint8 sha256 %s, want diffusers' %s", i, got, want)
+			}
+		}
+	}
+	res, err := c.CheckTensor(context.Background(), x, &TensorOptions{Fast: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropOnCleanup(t, c, res.Images)
+	for i, e := range g.Images {
+		r := res.Results[i]
+		d := relErr(r.ImageEmbeds, e.ImageEmbeds)
+		t.Logf("image %d: nsfw=%v, embeds rel err %.2e", i, r.NSFW, d)
+		if r.NSFW != e.NSFW || !slices.Equal(r.BadConcepts, e.BadConcepts) {
+			t.Errorf("image %d: nsfw=%v bad=%v, want nsfw=%v bad=%v", i, r.NSFW, r.BadConcepts, e.NSFW, e.BadConcepts)
+		}
+		if embedsBound > 0 && d > embedsBound {
+			t.Errorf("image %d: image_embeds relative error %.2e > %.0e", i, d, embedsBound)
+		}
+	}
+	out, sz, odt := testTensorValues(t, c, res.Images)
+	if odt != dt || !slices.Equal(sz, g.Input.Shape) {
+		t.Errorf("Images is %v %v, want %v %v", sz, odt, g.Input.Shape, dt)
+	}
+	per := len(xv) / int(g.Input.Shape[0])
+	if !slices.Equal(f32Bytes(out), f32Bytes(zeroedImages(xv, per, nsfwIndices(res.Results)))) {
+		t.Error("Images differs from the input with the flagged images zeroed")
+	}
+	return res.Images
 }
 
 // TestCheckTensorEdgeCases: an empty batch, a closed checker.
