@@ -90,6 +90,11 @@ func vecRelErr(got []float32, want []float64) float64 {
 	return math.Sqrt(num / den)
 }
 
+// textTol bounds the relative error of float32 text embeddings and pooled outputs against the
+// reference: what the implementation achieves (measured on the CPU: ≤ 5.8e-7) with room for other
+// CPUs and BLAS builds; the project's goal is 1e-4.
+const textTol = 1e-5
+
 // checkTextGolden compares EmbedTexts on the golden texts with the reference; it returns the largest
 // relative errors of the projected embeddings and the pooled outputs.
 func checkTextGolden(t *testing.T, e *TextEncoder, g textGolden) (embedErr, pooledErr float64) {
@@ -115,13 +120,13 @@ func checkTextGolden(t *testing.T, e *TextEncoder, g textGolden) (embedErr, pool
 				break
 			}
 		}
-		if d := vecRelErr(r.PooledOutput, want.PooledOutput); d > 1e-4 {
-			t.Errorf("%q: pooled output relative error %.2e > 1e-4", want.Text, d)
+		if d := vecRelErr(r.PooledOutput, want.PooledOutput); d > textTol {
+			t.Errorf("%q: pooled output relative error %.2e > %.0e", want.Text, d, textTol)
 		} else {
 			pooledErr = max(pooledErr, d)
 		}
-		if d := vecRelErr(r.TextEmbeds, want.TextEmbeds); d > 1e-4 {
-			t.Errorf("%q: text embeds relative error %.2e > 1e-4", want.Text, d)
+		if d := vecRelErr(r.TextEmbeds, want.TextEmbeds); d > textTol {
+			t.Errorf("%q: text embeds relative error %.2e > %.0e", want.Text, d, textTol)
 		} else {
 			embedErr = max(embedErr, d)
 		}
@@ -173,7 +178,7 @@ func TestTextEncoderGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := vecRelErr(got[0], g.Texts[0].TextEmbeds); d > 1e-4 {
+	if d := vecRelErr(got[0], g.Texts[0].TextEmbeds); d > textTol {
 		t.Errorf("Embed: relative error %.2e", d)
 	}
 	ids, n, truncated := e.Tokenize(g.Texts[0].Text)
@@ -222,7 +227,7 @@ func TestTextEncoderPoolingRules(t *testing.T) {
 			worst := 0.0
 			for i := range v.Texts {
 				d := vecRelErr(res[i].PooledOutput, v.PooledOutput[i])
-				if d > 1e-4 {
+				if d > textTol {
 					t.Errorf("%q: pooled output relative error %.2e", v.Texts[i], d)
 				}
 				worst = max(worst, d)
@@ -324,7 +329,7 @@ func TestTextEncoderPipelineLayout(t *testing.T) {
 				if res[i].TextEmbeds != nil {
 					t.Error("text embeds without a projection")
 				}
-				if d := vecRelErr(res[i].PooledOutput, g.Texts[i].PooledOutput); d > 1e-4 {
+				if d := vecRelErr(res[i].PooledOutput, g.Texts[i].PooledOutput); d > textTol {
 					t.Errorf("%q: pooled relative error %.2e", g.Texts[i].Text, d)
 				}
 			}
