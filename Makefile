@@ -29,9 +29,14 @@ fmt:
 vet: setup
 	$(GO) vet ./...
 
+# test: go test -json through internal/testreport, which prints what a plain go test prints (the "ok"/"FAIL"
+# package lines, failing tests' output) and collects the skipped tests with their reasons; the list is printed
+# at the very end (or at once when a test failed).
 test: setup fmt vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@mkdir -p $(OUT)
+	set -o pipefail; $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json ./... | $(GO) run ./internal/testreport -skips $(OUT)/test-skips.txt
 	FUZZTIME=$(TEST_FUZZTIME) ./scripts/fuzz.sh
+	@cat $(OUT)/test-skips.txt
 
 # fuzz: every fuzz target for $(FUZZTIME) each (make test runs each for $(TEST_FUZZTIME) executions;
 # FUZZTIME=5m for a real run).
@@ -52,6 +57,7 @@ reference:
 
 golden: reference
 	.venv/bin/python reference/make_golden.py
+	.venv/bin/python reference/make_test_vectors.py
 
 # fullsize: a random-weight checkpoint with the real ViT-L/14 shapes and the reference's answers
 # (1.2 GB, git-ignored) for TestFullSizeViTL14 and the benchmarks.

@@ -10,7 +10,7 @@ package safety
 //	SAFETY_PARITY_DIR          the parity fixture (default ../shared/parity)
 //	SAFETY_CUDA_FULLSIZE       a folder made by `reference/bench_cuda.py make-model` (model/, inputs.f32 and the
 //	                           reference's answers computed on the same GPU) for TestCUDAFullSize
-//	SAFETY_CUDA_MEM_MODEL      the model TestCUDAMemoryStable checks with (default: the parity fixture's)
+//	SAFETY_CUDA_MEM_MODEL      the model TestCUDAMemoryStable checks with (default: the golden tiny_quickgelu)
 //	SAFETY_CUDA_MEM_DTYPE      its dtype (default float32); SAFETY_CUDA_MEM_CHECKS how many checks (1000)
 //	SAFETY_CUDA_BENCH_MODEL    the model TestCUDABenchmark times (the benchmark is skipped when unset)
 //	SAFETY_CUDA_BENCH_INPUTS   float32 LE pixel values [N,3,S,S] it tiles to each batch (default: random)
@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
@@ -154,9 +155,7 @@ func sameVerdict(a Result, nsfw bool, bad, special []int) bool {
 // TestCUDAAutoSelect: DeviceAuto picks the GPU when there is one. Without CUDA it checks the fallback
 // (auto runs on the CPU, DeviceCUDA is refused with ErrNoCUDA) and then skips.
 func TestCUDAAutoSelect(t *testing.T) {
-	dir := cudaParityDir()
-	needDir(t, dir)
-	model := filepath.Join(dir, "model")
+	model := testModelDir
 	b := gotchutil.Build()
 	if !cudaAvailable() {
 		c := mustLoad(t, model)
@@ -178,7 +177,7 @@ func TestCUDAAutoSelect(t *testing.T) {
 	if !c.Info().SDPA {
 		t.Errorf("scaled_dot_product_attention is not used on CUDA (libtorch %s)", b.Libtorch)
 	}
-	pix, err := c.PreprocessFile(filepath.Join(dir, "images", "astronaut_512.png"))
+	pix, err := c.PreprocessFile(testImage("sd_512x512.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,9 +421,9 @@ func TestCUDAMemoryStable(t *testing.T) {
 	needCUDA(t)
 	model := os.Getenv("SAFETY_CUDA_MEM_MODEL")
 	if model == "" {
-		model = filepath.Join(cudaParityDir(), "model")
+		model = testModelDir
 	}
-	needDir(t, model)
+	needTracked(t, model)
 	dt := DType(os.Getenv("SAFETY_CUDA_MEM_DTYPE"))
 	if dt == "" {
 		dt = Float32
@@ -613,4 +612,191 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// ---- GPU-only paths: CheckTensor on CUDA tensors, the text encoder on CUDA, float16 non-finite detection ----
+
+// cudaTestTensor returns data as a tensor of the given dtype and shape on the first GPU (dropped when
+// the test ends).
+func cudaTestTensor(t *testing.T, c *Checker, data []float32, dtype gotch.DType, shape ...int64) *ts.Tensor {
+	t.Helper()
+	x := newTestTensor(t, c, data, dtype, shape...)
+	var y *ts.Tensor
+	if err := c.rt.Run(func() error {
+		var err error
+		y, err = x.ToDevice(gotch.CudaBuilder(0), dtype, false, false, false)
+		return gotchutil.TorchError("to_device", err)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dropOnCleanup(t, c, y)
+	return y
+}
+
+// tensorDevice returns the device x lives on.
+func tensorDevice(t *testing.T, c *Checker, x *ts.Tensor) gotch.Device {
+	t.Helper()
+	var d gotch.Device
+	if err := c.rt.Run(func() error {
+		var err error
+		d, err = x.Device()
+		return gotchutil.TorchError("device", err)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestCUDACheckTensor runs the golden tensor-path batch through CheckTensor as a CUDA tensor, in
+// float32 and float16, on both paths: the exact path's 8-bit images are diffusers' for that dtype, the
+// verdicts are the reference's, the embeddings close to it (float32 exact: 1e-3 relative, as
+// TestCUDAParityFloat32; float16 or the fast path: 0.02), and Images stays on the GPU in the input's
+// dtype, equal to the input with the flagged images zeroed.
+func TestCUDACheckTensor(t *testing.T) {
+	needCUDA(t)
+	g, in, _ := readTensorGolden(t)
+	halfUint8SHA256 := readHalfUint8SHA256(t, len(g.Images))
+	c := mustLoad(t, filepath.Join(goldenDir, g.Model), WithDevice(DeviceCUDA))
+	for _, dt := range []gotch.DType{gotch.Float, gotch.Half} {
+		for _, fast := range []bool{false, true} {
+			t.Run(dt.String()+map[bool]string{false: "/exact", true: "/fast"}[fast], func(t *testing.T) {
+				x := cudaTestTensor(t, c, in, dt, g.Input.Shape...)
+				if d := tensorDevice(t, c, x); d != gotch.CudaBuilder(0) {
+					t.Fatalf("input on %v, want cuda:0", d)
+				}
+				bound := 1e-3
+				if fast || dt != gotch.Float {
+					bound = 0.02
+				}
+				images := checkGoldenTensor(t, c, g, x, dt, fast, halfUint8SHA256, bound)
+				if d := tensorDevice(t, c, images); d != gotch.CudaBuilder(0) {
+					t.Errorf("Images on %v, want cuda:0 (the input's device)", d)
+				}
+			})
+		}
+	}
+}
+
+// TestCUDATextEncoder runs the text encoder on the GPU: float32 matches the reference as on the CPU
+// (checkTextGolden: 1e-4), float16 and bfloat16 (float16 cannot run on the CPU) within 5e-2, and a
+// custom concept added through a CUDA text encoder to a CUDA checker scores the reference's cosines.
+func TestCUDATextEncoder(t *testing.T) {
+	needCUDA(t)
+	g := readTextGolden(t)
+	dir := filepath.Join(textGoldenDir, "clip")
+	e := mustLoadText(t, dir, WithDevice(DeviceCUDA))
+	if got := e.Info().Device; got != DeviceCUDA {
+		t.Fatalf("text encoder on %q, want cuda", got)
+	}
+	embedErr, pooledErr := checkTextGolden(t, e, g)
+	t.Logf("CUDA float32: max relative error: text_embeds %.2e, pooled %.2e", embedErr, pooledErr)
+
+	texts := make([]string, len(g.Texts))
+	for i, x := range g.Texts {
+		texts[i] = x.Text
+	}
+	for _, dt := range []DType{Float16, BFloat16} {
+		h := mustLoadText(t, dir, WithDevice(DeviceCUDA), WithDType(dt))
+		got, err := h.Embed(context.Background(), texts)
+		if err != nil {
+			t.Fatalf("%s: %v", dt, err)
+		}
+		worst := 0.0
+		for i := range texts {
+			worst = max(worst, vecRelErr(got[i], g.Texts[i].TextEmbeds))
+		}
+		t.Logf("CUDA %s: max relative error %.2e", dt, worst)
+		if worst > 5e-2 {
+			t.Errorf("CUDA %s: max relative error %.2e > 5e-2", dt, worst)
+		}
+	}
+
+	c := mustLoad(t, filepath.Join(goldenDir, g.Concepts.Checker), WithDevice(DeviceCUDA))
+	if err := c.SetTextEncoder(e); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range g.Concepts.Texts {
+		if err := c.AddConcept(text, text, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, name := range g.Concepts.Images {
+		res, err := c.CheckPixels(context.Background(), readPixelDump(t, name), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, s := range res[0].CustomScores {
+			if d := math.Abs(float64(s.Cos) - g.Concepts.Cos[i][k]); d > 1e-3 {
+				t.Errorf("%s / %q: cos %v, reference %v", name, s.Name, s.Cos, g.Concepts.Cos[i][k])
+			}
+		}
+	}
+}
+
+// TestCUDAFloat16NonFinite checks the detection of non-finite values where float16 really runs (the
+// CPU build cannot): a float16 checker whose MLP weights overflow float16 (fc1 and fc2 of layer 0
+// set to 200·(1, 2, 3, …), as TestNonFiniteOutputIsAnError does) and NaN/±Inf pixels in float16 give
+// ErrNonFinite and no results; float16 CUDA tensors holding NaN/±Inf are refused by CheckTensor
+// (ErrInvalidInput) on both paths.
+func TestCUDAFloat16NonFinite(t *testing.T) {
+	needCUDA(t)
+	s := 224
+	img := make([]float32, 3*s*s)
+	for i := range img {
+		img[i] = float32(i%97)/50 - 1
+	}
+	overflow := newTinyModel(t)
+	for _, name := range []string{"encoder.layers.0.mlp.fc1.weight", "encoder.layers.0.mlp.fc2.weight"} {
+		x := overflow.find(t, name)
+		v := make([]float32, len(x.data)/4)
+		for i := range v {
+			v[i] = 200 * float32(1+i%3)
+		}
+		x.data = float32LE(v)
+	}
+	withValue := func(v float32) []float32 {
+		p := slices.Clone(img)
+		for i := 100; i < 400; i++ {
+			p[i] = v
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name   string
+		model  string
+		pixels []float32
+	}{
+		{"weights overflow float16", overflow.write(t), img},
+		{"NaN pixels", newTinyModel(t).write(t), withValue(float32(math.NaN()))},
+		{"+Inf pixels", newTinyModel(t).write(t), withValue(float32(math.Inf(1)))},
+		{"-Inf pixels", newTinyModel(t).write(t), withValue(float32(math.Inf(-1)))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustLoad(t, tc.model, WithDevice(DeviceCUDA), WithDType(Float16))
+			for _, batch := range [][]float32{tc.pixels, append(slices.Clone(img), tc.pixels...)} {
+				n := len(batch) / (3 * s * s)
+				res, err := c.CheckPixels(context.Background(), batch, n)
+				if !errors.Is(err, ErrNonFinite) || res != nil {
+					t.Errorf("batch of %d: %d results, error %v; want ErrNonFinite and no results", n, len(res), err)
+				}
+			}
+		})
+	}
+
+	g, _, _ := readTensorGolden(t)
+	c := mustLoad(t, filepath.Join(goldenDir, g.Model), WithDevice(DeviceCUDA))
+	for _, v := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		data := make([]float32, 2*3*64*96)
+		for i := range data {
+			data[i] = float32(i%17)/10 - 0.8
+		}
+		data[777] = v
+		for _, fast := range []bool{false, true} {
+			x := cudaTestTensor(t, c, data, gotch.Half, 2, 3, 64, 96)
+			res, err := c.CheckTensor(context.Background(), x, &TensorOptions{Fast: fast})
+			if !errors.Is(err, ErrInvalidInput) || res != nil {
+				t.Errorf("float16 CUDA tensor holding %v (fast=%v): error %v; want ErrInvalidInput and no result", v, fast, err)
+			}
+		}
+	}
 }

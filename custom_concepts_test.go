@@ -76,8 +76,13 @@ func TestAddConcept(t *testing.T) {
 				if d > 1e-5 {
 					t.Errorf("%s / %q: cos %v, reference %v", name, s.Name, s.Cos, g.Concepts.Cos[i][k])
 				}
-				if s.Name != g.Concepts.Texts[k] || s.Score != round3(s.Cos-thresholds[k]) || s.Hit != (s.Score > 0) {
-					t.Errorf("%s: custom score %+v (threshold %v)", name, s, thresholds[k])
+				// The score is the reference's cos − threshold rounded to three decimals: a multiple
+				// of 0.001 within half a step (plus the cosine tolerance) of it; a hit iff > 0.
+				raw := g.Concepts.Cos[i][k] - float64(thresholds[k])
+				steps := float64(s.Score) * 1000
+				if s.Name != g.Concepts.Texts[k] || math.Abs(float64(s.Score)-raw) > 0.0005+1e-5 ||
+					math.Abs(steps-math.Round(steps)) > 1e-3 || s.Hit != (s.Score > 0) {
+					t.Errorf("%s: custom score %+v (threshold %v, reference cos − threshold %.6f)", name, s, thresholds[k], raw)
 				}
 				anyHit = anyHit || s.Hit
 			}

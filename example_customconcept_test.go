@@ -6,7 +6,6 @@ import (
 	"image"
 	_ "image/png"
 	"log"
-	"math"
 	"os"
 
 	"github.com/sdsafety/safety"
@@ -18,9 +17,11 @@ import (
 // a tiny CLIP whose vision tower is that checker's, so text and image embeddings share one space,
 // as CLIP ViT-L/14's do for the published checker (use openai/clip-vit-large-patch14 with
 // CompVis/stable-diffusion-safety-checker). With random weights a text means nothing, so the
-// threshold is not a meaningful one: the example measures the cosine between this image and the
-// text embedding and sets the threshold 0.05 below it, which makes the concept fire. With the real
-// models, pick thresholds on validation images instead.
+// threshold is not a meaningful one: the Python reference's cosine between this image and the text
+// embedding is 0.0780 (testdata/golden/text/expected.json, "concepts", from
+// reference/make_text_golden.py), and the example sets the threshold 0.05 below it, 0.028, which
+// makes the concept fire with a score of 0.050 exactly when this module computes the reference's
+// cosine. With the real models, pick thresholds on validation images instead.
 func Example_customConcept() {
 	ctx := context.Background()
 	checker, err := safety.Load("testdata/golden/models/tiny_quickgelu",
@@ -53,14 +54,10 @@ func Example_customConcept() {
 	}
 	fmt.Println("built-in concepts flag it:", res[0].NSFW)
 
-	// The honest part: measure, then choose the threshold below the measured cosine.
-	text := "a photo of a weapon"
-	emb, err := enc.Embed(ctx, []string{text})
-	if err != nil {
-		log.Fatal(err)
-	}
-	threshold := float32(cosine(res[0].ImageEmbeds, emb[0]) - 0.05)
-	if err := checker.AddConcept("weapon", text, threshold); err != nil {
+	// The honest part: the threshold comes from a measured cosine (the reference's 0.0780), not
+	// from the text.
+	const threshold = 0.028
+	if err := checker.AddConcept("weapon", "a photo of a weapon", threshold); err != nil {
 		log.Fatal(err)
 	}
 
@@ -77,14 +74,4 @@ func Example_customConcept() {
 	// custom concept "weapon": score 0.050, hit true
 	// built-in concepts hit: []
 	// flagged with custom concepts counting: true
-}
-
-func cosine(a, b []float32) float64 {
-	var ab, aa, bb float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-	}
-	return ab / math.Sqrt(aa*bb)
 }

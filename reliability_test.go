@@ -38,7 +38,8 @@ import (
 
 // ---- test inputs ---------------------------------------------------------------------------------
 
-// readFirst returns the contents of the first of paths that exists, or skips the test.
+// readFirst returns the contents of the first of paths that exists. Every list ends with a file the
+// repository tracks, so finding none fails the test.
 func readFirst(t *testing.T, what string, paths ...string) []byte {
 	t.Helper()
 	for _, p := range paths {
@@ -46,7 +47,7 @@ func readFirst(t *testing.T, what string, paths ...string) []byte {
 			return b
 		}
 	}
-	t.Skipf("no %s test file (looked for %s)", what, strings.Join(paths, ", "))
+	t.Fatalf("no %s test file (looked for %s; the repository tracks them)", what, strings.Join(paths, ", "))
 	return nil
 }
 
@@ -121,10 +122,10 @@ func animatedGIF(t testing.TB, w, h int) []byte {
 	return buf.Bytes()
 }
 
-// Test image sources: the parity fixture and the golden files (either may be absent).
+// Test image sources: tracked golden files.
 var (
-	pngSources  = []string{filepath.Join(parityDir, "images", "astronaut_512.png"), "internal/imageproc/testdata/golden/palette_transparency.gif.pillow.png"}
-	jpegSources = []string{filepath.Join(parityDir, "images", "coffee_600x400.jpg"), "internal/imageproc/testdata/golden/baseline_420.jpg"}
+	pngSources  = []string{testImage("sd_512x512.png"), "internal/imageproc/testdata/golden/palette_transparency.gif.pillow.png"}
+	jpegSources = []string{testImage("photo_320x240.jpg"), "internal/imageproc/testdata/golden/baseline_420.jpg"}
 	webpSources = []string{"internal/imageproc/testdata/golden/lossy.webp"}                                                       // VP8
 	vp8lSources = []string{"testdata/golden/images/image_180x180.webp", "internal/imageproc/testdata/golden/lossless_alpha.webp"} // VP8L
 	cmykSources = []string{"testdata/golden/images/cmyk_200x160.jpg", "internal/imageproc/testdata/golden/cmyk.jpg"}
@@ -169,8 +170,7 @@ func badImages(t *testing.T) []badImage {
 // TestBadImagesRefused feeds broken, hostile and degenerate encoded images to PreprocessEncoded and
 // PreprocessFile: each is an error (of the documented kind where there is one), never a panic.
 func TestBadImagesRefused(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU))
 	dir := t.TempDir()
 	for _, bad := range badImages(t) {
 		t.Run(bad.name, func(t *testing.T) {
@@ -201,7 +201,7 @@ func TestBadImagesRefused(t *testing.T) {
 		t.Errorf("missing file: %v, want os.ErrNotExist", err)
 	}
 	// The checker is unaffected.
-	pix, err := c.PreprocessFile(filepath.Join(parityDir, "images", "small_64x48.png"))
+	pix, err := c.PreprocessFile(testImage("gray_64x64.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +213,7 @@ func TestBadImagesRefused(t *testing.T) {
 // TestHugeHeaderRefusedBeforeAllocation checks that an image declaring 10^10 pixels is refused
 // from its header: a few allocations, a few KiB, not the 30 GB it declares.
 func TestHugeHeaderRefusedBeforeAllocation(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU))
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -246,8 +245,7 @@ func TestHugeHeaderRefusedBeforeAllocation(t *testing.T) {
 // TestDegenerateImagesChecked covers valid but unusual images: a 1×1 image is upscaled and checked,
 // an animated GIF is checked on its first frame, a CMYK JPEG is converted and checked.
 func TestDegenerateImagesChecked(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU))
 	ctx := context.Background()
 	s := c.Info().ImageSize
 	red := color.NRGBA{255, 0, 0, 255}
@@ -311,8 +309,7 @@ func requireFinite(t *testing.T, r Result) {
 // TestCheckImageValues checks Check on image.Image values: nil and empty images are refused with
 // an error naming their index and no results; 1×1, CMYK and offset-bounds images are checked.
 func TestCheckImageValues(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU))
 	ctx := context.Background()
 	good := solidImage(32, 32, color.NRGBA{10, 200, 30, 255})
 	cmyk := image.NewCMYK(image.Rect(0, 0, 20, 10))
@@ -571,7 +568,7 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 		return func(t *testing.T, dir string) {
 			data, err := os.ReadFile(filepath.Join("internal", "checkpoint", "testdata", name))
 			if err != nil {
-				t.Skipf("hostile checkpoint: %v", err)
+				t.Fatalf("hostile checkpoint (tracked by the repository): %v", err)
 			}
 			os.Remove(filepath.Join(dir, checkpoint.SafetensorsName))
 			writeModelFile(t, filepath.Join(dir, checkpoint.TorchName), data)
@@ -825,8 +822,7 @@ func summarizeResults(res []Result) string {
 // produces (about ±2.7): the call returns an error wrapping ErrNonFinite or results whose every score
 // is finite, never a result computed from NaN.
 func TestHugePixelValues(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU))
 	pix := make([]float32, 3*224*224)
 	for i := range pix {
 		pix[i] = 1e30 * float32(1-2*(i%2))
@@ -865,9 +861,8 @@ func (c *notifyCtx) Err() error {
 // has started: it returns promptly with context.Canceled, leaks no tensor, and the Checker works
 // afterwards with the same results as before.
 func TestCancelMidBatch(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU), WithBatchSize(1))
-	one, err := c.PreprocessFile(filepath.Join(parityDir, "images", "astronaut_512.png"))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU), WithBatchSize(1))
+	one, err := c.PreprocessFile(testImage("sd_512x512.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -932,13 +927,12 @@ func TestCancelMidBatch(t *testing.T) {
 // TestCloseDuringCheck closes the Checker while goroutines are checking: no crash, each call returns
 // results or ErrClosed, later calls return ErrClosed, and every tensor is released.
 func TestCloseDuringCheck(t *testing.T) {
-	needDir(t, parityDir)
 	before := gotchutil.LiveTensors()
-	c, err := Load(filepath.Join(parityDir, "model"), WithDevice(DeviceCPU), WithBatchSize(2))
+	c, err := Load(testModelDir, WithDevice(DeviceCPU), WithBatchSize(2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pix, err := c.PreprocessFile(filepath.Join(parityDir, "images", "chelsea_451x300.png"))
+	pix, err := c.PreprocessFile(testImage("rgb_300x200.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1032,9 +1026,8 @@ func TestSoakCheckPixels(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak test skipped with -short")
 	}
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU))
-	pix, err := c.PreprocessFile(filepath.Join(parityDir, "images", "astronaut_512.png"))
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU))
+	pix, err := c.PreprocessFile(testImage("sd_512x512.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1081,16 +1074,12 @@ func TestSoakCheckPixels(t *testing.T) {
 	}
 }
 
-// TestConcurrentCheckers shares one Checker among 16 goroutines, each checking every parity image
+// TestConcurrentCheckers shares one Checker among 16 goroutines, each checking every golden image
 // (one call per image in half of them, one batch of all in the other half): every result equals the
 // sequential one exactly. Run it under -race too.
 func TestConcurrentCheckers(t *testing.T) {
-	needDir(t, parityDir)
-	c := mustLoad(t, filepath.Join(parityDir, "model"), WithDevice(DeviceCPU), WithBatchSize(3))
-	files, _ := filepath.Glob(filepath.Join(parityDir, "images", "*"))
-	if len(files) == 0 {
-		t.Skip("no parity images")
-	}
+	c := mustLoad(t, testModelDir, WithDevice(DeviceCPU), WithBatchSize(3))
+	files := goldenImages(t)
 	ctx := context.Background()
 	var all []float32
 	single := make([][]Result, len(files))

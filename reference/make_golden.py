@@ -13,7 +13,8 @@ Everything here uses the real reference classes:
 No weights are downloaded: each model gets random weights from a fixed seed, and its thresholds are chosen after
 the cosine similarities of the golden images are known, so that every branch of the scoring rule is exercised.
 
-The script is deterministic (fixed seeds, one torch thread): running it twice gives byte-identical files.
+The script is deterministic (fixed seeds, one torch thread): running it twice on one machine gives byte-identical
+files (another CPU can differ in the last bits of the model outputs: see testdata/golden/README.md).
 """
 import argparse
 import hashlib
@@ -747,6 +748,33 @@ def verify_cases(cases, tensor_names):
         assert c["tensor_path_flagged"]["hit"] and c["tensor_path_flagged"]["image"] == tensor_names[0]
 
 
+# The float32 x with float32(x*1000) == 0.5 exactly: numpy's round(x, 3) gives 0.0 (half to even), a rounding half
+# away from zero would give 0.001 (a hit). Only x = float32(0.0005) does it (its neighbours give 0.5 -/+ one ulp), so
+# cos - w must be that value exactly in float32, which needs cos and w below 2**-10 (coarser float32 grids miss it).
+TIE_X = np.float32(0.0005)
+TIE_COS = np.float32(0.000731)  # a cosine in the binade below 2**-10, so that cos - w can be TIE_X exactly
+
+
+def rounding_tie_case():
+    """The designed tie `rounds_half_to_even_tie`: a concept score whose unrounded float32 value x has
+    float32(x*1000) == 0.5 exactly. It is a scoring case, not one of the model's thresholds: a threshold this close to
+    0 would flag every other image, and a tie sits ON the rounding edge, so any difference in the computed cosine
+    (1e-7 between implementations) would move it. Tests apply the scoring rule to `cos` and `threshold` as given."""
+    w = np.float32(TIE_COS - TIE_X)  # exact: both lie on the 2**-34 grid and so does their difference
+    cos_row, scos_row = np.array([TIE_COS], np.float32), np.zeros(N_SPECIAL, np.float32)
+    cw, sw = np.array([w], np.float32), np.ones(N_SPECIAL, np.float32)  # no special care: adjustment 0
+    sp, co, adj = unrounded(cos_row, scos_row, cw, sw)
+    s = score_forward(cos_row, scos_row, cw, sw)
+    x = co[0]
+    assert x == TIE_X and np.float32(x * np.float32(1000)) == np.float32(0.5), float(x)
+    assert round(x, 3) == 0.0 and np.round(x, 3) == 0.0, "numpy rounds the tie half to even"
+    assert float(np.sign(x) * np.floor(abs(float(x * np.float32(1000))) + 0.5) / 1000) == 0.001, (
+        "half away from zero would make it a hit")
+    assert s["concept_scores"][0] == 0.0 and s["bad_concepts"] == [] and adj == 0.0
+    return {"image": None, "kind": "concept", "concept": None, "cos": float(TIE_COS), "threshold": float(w),
+            "adjustment": 0.0, "unrounded": float(x), "score": float(s["concept_scores"][0]), "hit": False}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 def generator_string():
@@ -867,6 +895,7 @@ def main():
 
         cases = describe_cases(meta, all_names, cos, scos, cw, sw)
         verify_cases(cases, t_names)
+        cases["rounds_half_to_even_tie"] = rounding_tie_case()
         designed = set()
         A, B = meta["A"], meta["B"]
         designed.add((B, "special", meta["special"]["edge"]))

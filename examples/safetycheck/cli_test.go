@@ -12,14 +12,17 @@ import (
 	"testing"
 )
 
-const parityDir = "../../../shared/parity"
-
-func needParity(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(parityDir); err != nil {
-		t.Skipf("parity fixture absent: %v", err)
-	}
-}
+// The tracked golden files (testdata/golden, made by reference/make_golden.py), relative to this
+// directory: the tiny_quickgelu model (the parity fixture's architecture and key layout), its images
+// and the reference's pixel values. With that model, gray16_180x120.png is clearly flagged and
+// rgb_300x200.png is the designed clean image.
+// (goldenModel is in concepts_test.go.)
+var (
+	goldenDir    = filepath.Join("..", "..", "testdata", "golden")
+	goldenImages = filepath.Join(goldenDir, "images")
+	flaggedImage = filepath.Join(goldenImages, "gray16_180x120.png")
+	safeImage    = filepath.Join(goldenImages, "rgb_300x200.png")
+)
 
 // record is the -json contract that other tools script against.
 type record struct {
@@ -56,18 +59,15 @@ func runCLI(t *testing.T, args ...string) (int, []record, string) {
 }
 
 func TestJSONContract(t *testing.T) {
-	needParity(t)
-	images := filepath.Join(parityDir, "images")
 	missing := filepath.Join(t.TempDir(), "missing.png")
-	code, recs, stderr := runCLI(t, "-model", filepath.Join(parityDir, "model"), "-json", "-device", "cpu",
-		filepath.Join(images, "camera_gray.png"), missing, filepath.Join(images, "astronaut_512.png"))
+	code, recs, stderr := runCLI(t, "-model", goldenModel, "-json", "-device", "cpu", flaggedImage, missing, safeImage)
 	if code != exitFailed {
 		t.Fatalf("exit %d with an unreadable input, want %d; stderr: %s", code, exitFailed, stderr)
 	}
 	if len(recs) != 3 {
 		t.Fatalf("%d JSON lines, want 3 (one per input, in order)", len(recs))
 	}
-	if recs[0].File != filepath.Join(images, "camera_gray.png") || recs[1].File != missing {
+	if recs[0].File != flaggedImage || recs[1].File != missing {
 		t.Errorf("files %q, %q: not the paths as given, in input order", recs[0].File, recs[1].File)
 	}
 	if recs[1].Error == "" || recs[1].NSFW != nil || recs[1].ConceptScores != nil {
@@ -84,15 +84,12 @@ func TestJSONContract(t *testing.T) {
 		}
 	}
 	if !*recs[0].NSFW || *recs[2].NSFW {
-		t.Errorf("verdicts %v, %v; want the fixture's clearly flagged camera_gray and a safe astronaut", *recs[0].NSFW, *recs[2].NSFW)
+		t.Errorf("verdicts %v, %v; want the golden model's clearly flagged gray16 image and its clean rgb_300x200", *recs[0].NSFW, *recs[2].NSFW)
 	}
 }
 
 func TestExitCodes(t *testing.T) {
-	needParity(t)
-	model := filepath.Join(parityDir, "model")
-	flagged := filepath.Join(parityDir, "images", "camera_gray.png")
-	safe := filepath.Join(parityDir, "images", "astronaut_512.png")
+	model, flagged, safe := goldenModel, flaggedImage, safeImage
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -116,18 +113,17 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestPixelsDump(t *testing.T) {
-	needParity(t)
 	dir := t.TempDir()
-	img := filepath.Join(parityDir, "images", "exact_224.png")
-	code, _, stderr := runCLI(t, "-model", filepath.Join(parityDir, "model"), "-json", "-pixels", dir, img)
+	img := filepath.Join(goldenImages, "palette_224x224.png")
+	code, _, stderr := runCLI(t, "-model", goldenModel, "-json", "-pixels", dir, img)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	got, err := os.ReadFile(filepath.Join(dir, "exact_224.png.pixel_values.f32"))
+	got, err := os.ReadFile(filepath.Join(dir, "palette_224x224.png.pixel_values.f32"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile(filepath.Join(parityDir, "expected", "exact_224.png.pixel_values.f32"))
+	want, err := os.ReadFile(filepath.Join(goldenDir, "pixels", "palette_224x224.png.pixel_values.f32"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,10 +132,9 @@ func TestPixelsDump(t *testing.T) {
 	}
 }
 
-// TestOfflineCache lays the parity model out in a Hugging Face cache exactly as huggingface_hub does
+// TestOfflineCache lays the golden model out in a Hugging Face cache exactly as huggingface_hub does
 // and checks that the default model name resolves from it with HF_HUB_OFFLINE=1.
 func TestOfflineCache(t *testing.T) {
-	needParity(t)
 	cache := t.TempDir()
 	repo := filepath.Join(cache, "models--CompVis--stable-diffusion-safety-checker")
 	commit := strings.Repeat("ab", 20)
@@ -153,7 +148,7 @@ func TestOfflineCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"config.json", "preprocessor_config.json", "model.safetensors"} {
-		b, err := os.ReadFile(filepath.Join(parityDir, "model", f))
+		b, err := os.ReadFile(filepath.Join(goldenModel, f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,14 +164,14 @@ func TestOfflineCache(t *testing.T) {
 	t.Setenv("HF_HUB_CACHE", cache)
 	t.Setenv("HF_HUB_OFFLINE", "1")
 	t.Setenv("HF_ENDPOINT", "http://127.0.0.1:1") // nothing listens: any request would fail
-	code, recs, stderr := runCLI(t, "-json", filepath.Join(parityDir, "images", "camera_gray.png"))
+	code, recs, stderr := runCLI(t, "-json", flaggedImage)
 	if code != exitOK || len(recs) != 1 || recs[0].NSFW == nil || !*recs[0].NSFW {
 		t.Fatalf("exit %d, %+v; stderr: %s", code, recs, stderr)
 	}
 
 	// An empty cache offline is a clear error, not a hang or a download.
 	t.Setenv("HF_HUB_CACHE", t.TempDir())
-	code, _, stderr = runCLI(t, "-json", filepath.Join(parityDir, "images", "camera_gray.png"))
+	code, _, stderr = runCLI(t, "-json", flaggedImage)
 	if code != exitFailed || !strings.Contains(stderr, "offline") {
 		t.Errorf("empty offline cache: exit %d, stderr %q", code, stderr)
 	}

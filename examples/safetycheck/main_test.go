@@ -21,19 +21,6 @@ import (
 // Reliability tests of the command: broken inputs among good ones, broken and hostile models.
 // (cli_test.go covers the JSON contract and the ordinary exit statuses.)
 
-// The parity fixture (model, images and the reference's answers), relative to this directory.
-var (
-	relParity      = filepath.Join("..", "..", "..", "shared", "parity")
-	relParityModel = filepath.Join(relParity, "model")
-)
-
-func relNeedParity(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(relParityModel); err != nil {
-		t.Skipf("parity fixture not present: %v", err)
-	}
-}
-
 // relRun runs the command in-process and returns its exit code, stdout and stderr.
 func relRun(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
@@ -53,7 +40,7 @@ func readTestFile(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Skipf("test input: %v", err)
+		t.Fatalf("test input (tracked by the repository): %v", err)
 	}
 	return b
 }
@@ -113,18 +100,18 @@ func twoFrameGIF(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
-// inputDir fills a directory with good parity images, valid oddities and broken files. It returns the
+// inputDir fills a directory with good golden images, valid oddities and broken files. It returns the
 // directory and the names (sorted, as the command lists them) of the inputs that must fail.
 func inputDir(t *testing.T) (dir string, bad []string) {
 	t.Helper()
 	dir = t.TempDir()
-	pngData := readTestFile(t, filepath.Join(relParity, "images", "astronaut_512.png"))
-	jpegData := readTestFile(t, filepath.Join(relParity, "images", "coffee_600x400.jpg"))
+	pngData := readTestFile(t, filepath.Join(goldenImages, "sd_512x512.png"))
+	jpegData := readTestFile(t, filepath.Join(goldenImages, "photo_320x240.jpg"))
 	webpData := readTestFile(t, filepath.Join("..", "..", "internal", "imageproc", "testdata", "golden", "lossy.webp"))
 	good := map[string][]byte{
-		"astronaut_512.png":   pngData,
-		"coffee_600x400.jpg":  jpegData,
-		"small_64x48.png":     readTestFile(t, filepath.Join(relParity, "images", "small_64x48.png")),
+		"sd_512x512.png":      pngData,
+		"photo_320x240.jpg":   jpegData,
+		"gray_64x64.png":      readTestFile(t, filepath.Join(goldenImages, "gray_64x64.png")),
 		"one_pixel.png":       encodedPNG(t, 1, 1, color.NRGBA{200, 10, 10, 255}),
 		"animated.gif":        twoFrameGIF(t),
 		"lossy.webp":          webpData,
@@ -154,11 +141,10 @@ func inputDir(t *testing.T) (dir string, bad []string) {
 // order, a broken one holds only "file" and "error", the others (in the same batches) are checked,
 // and the exit status is 1.
 func TestCLIBadInputs(t *testing.T) {
-	relNeedParity(t)
 	dir, bad := inputDir(t)
 	missing := filepath.Join(dir, "does_not_exist.png")
 	pixels := filepath.Join(t.TempDir(), "pixels")
-	code, stdout, stderr := relRun(t, "-model", relParityModel, "-json", "-q", "-device", "cpu", "-batch", "3",
+	code, stdout, stderr := relRun(t, "-model", goldenModel, "-json", "-q", "-device", "cpu", "-batch", "3",
 		"-pixels", pixels, dir, missing)
 	if code != exitFailed {
 		t.Errorf("exit status %d, want %d; stderr:\n%s", code, exitFailed, stderr)
@@ -221,8 +207,9 @@ func TestCLIBadInputs(t *testing.T) {
 			t.Errorf("%s: no pixel values written: %v", name, wrote)
 		}
 	}
-	// The reference's verdicts for the parity images that were mixed with the broken inputs.
+	// The reference's verdicts for the golden images that were mixed with the broken inputs.
 	expected := readExpectedVerdicts(t)
+	compared := 0
 	for _, line := range lines {
 		var rec struct {
 			File        string `json:"file"`
@@ -232,9 +219,17 @@ func TestCLIBadInputs(t *testing.T) {
 		if json.Unmarshal([]byte(line), &rec) != nil {
 			continue
 		}
-		if e, ok := expected[filepath.Base(rec.File)]; ok && (e.NSFW != rec.NSFW || !slices.Equal(e.BadConcepts, rec.BadConcepts)) {
+		e, ok := expected[filepath.Base(rec.File)]
+		if !ok {
+			continue
+		}
+		compared++
+		if e.NSFW != rec.NSFW || !slices.Equal(e.BadConcepts, rec.BadConcepts) {
 			t.Errorf("%s: nsfw=%v bad=%v, the reference says nsfw=%v bad=%v", rec.File, rec.NSFW, rec.BadConcepts, e.NSFW, e.BadConcepts)
 		}
+	}
+	if compared != 3 {
+		t.Errorf("compared %d golden images with the reference's verdicts, want 3", compared)
 	}
 }
 
@@ -251,7 +246,7 @@ func readExpectedVerdicts(t *testing.T) map[string]verdict {
 			verdict
 		} `json:"images"`
 	}
-	if err := json.Unmarshal(readTestFile(t, filepath.Join(relParity, "expected", "expected.json")), &exp); err != nil {
+	if err := json.Unmarshal(readTestFile(t, filepath.Join(goldenModel, "expected.json")), &exp); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]verdict{}
@@ -264,13 +259,12 @@ func readExpectedVerdicts(t *testing.T) map[string]verdict {
 // TestCLITableReportsErrors checks the default (table) output: a broken input is an ERROR row on
 // stdout and a message on stderr, the good ones are still checked, and the status is 1.
 func TestCLITableReportsErrors(t *testing.T) {
-	relNeedParity(t)
 	dir := t.TempDir()
 	goodFile := filepath.Join(dir, "small.png")
 	badFile := filepath.Join(dir, "broken.png")
-	writeTestFile(t, goodFile, readTestFile(t, filepath.Join(relParity, "images", "small_64x48.png")))
+	writeTestFile(t, goodFile, readTestFile(t, filepath.Join(goldenImages, "gray_64x64.png")))
 	writeTestFile(t, badFile, []byte("GIF89a but not really"))
-	code, stdout, stderr := relRun(t, "-model", relParityModel, "-q", "-device", "cpu", goodFile, badFile)
+	code, stdout, stderr := relRun(t, "-model", goldenModel, "-q", "-device", "cpu", goodFile, badFile)
 	if code != exitFailed {
 		t.Errorf("exit status %d, want %d", code, exitFailed)
 	}
@@ -298,15 +292,14 @@ func TestCLITableReportsErrors(t *testing.T) {
 // or hostile model (1, and the pickle runs nothing), a broken input next to a flagged image (1: the
 // failure wins over -fail-on-nsfw), invalid option values (2), -h (0).
 func TestCLIFailureStatus(t *testing.T) {
-	relNeedParity(t)
-	good := filepath.Join(relParity, "images", "small_64x48.png")
-	flagged := filepath.Join(relParity, "images", "camera_gray.png") // flagged by the fixture's model
+	good := filepath.Join(goldenImages, "gray_64x64.png")
+	flagged := flaggedImage
 	empty := filepath.Join(t.TempDir(), "empty.png")
 	writeTestFile(t, empty, nil)
 	badModel := t.TempDir()
 	writeTestFile(t, filepath.Join(badModel, "config.json"), []byte("{not json"))
 	hostileModel := t.TempDir()
-	if cfg, err := os.ReadFile(filepath.Join(relParityModel, "config.json")); err == nil {
+	if cfg, err := os.ReadFile(filepath.Join(goldenModel, "config.json")); err == nil {
 		writeTestFile(t, filepath.Join(hostileModel, "config.json"), cfg)
 	}
 	writeTestFile(t, filepath.Join(hostileModel, "pytorch_model.bin"),
@@ -318,13 +311,13 @@ func TestCLIFailureStatus(t *testing.T) {
 		stderr string // in stderr
 	}{
 		{"help", []string{"-h"}, exitOK, "usage"},
-		{"unknown flag", []string{"-model", relParityModel, "-frobnicate", good}, exitUsage, "frobnicate"},
-		{"bad device", []string{"-model", relParityModel, "-device", "tpu", good}, exitUsage, "tpu"},
-		{"adjustment out of range", []string{"-model", relParityModel, "-adjustment", "7", good}, exitUsage, "adjustment"},
+		{"unknown flag", []string{"-model", goldenModel, "-frobnicate", good}, exitUsage, "frobnicate"},
+		{"bad device", []string{"-model", goldenModel, "-device", "tpu", good}, exitUsage, "tpu"},
+		{"adjustment out of range", []string{"-model", goldenModel, "-adjustment", "7", good}, exitUsage, "adjustment"},
 		{"malformed model", []string{"-model", badModel, good}, exitFailed, "bad checkpoint"},
 		{"hostile model", []string{"-model", hostileModel, good}, exitFailed, "refused pickle"},
-		{"broken input", []string{"-model", relParityModel, good, empty}, exitFailed, "empty.png"},
-		{"flagged and broken input", []string{"-model", relParityModel, "-fail-on-nsfw", flagged, empty}, exitFailed, "empty.png"},
+		{"broken input", []string{"-model", goldenModel, good, empty}, exitFailed, "empty.png"},
+		{"flagged and broken input", []string{"-model", goldenModel, "-fail-on-nsfw", flagged, empty}, exitFailed, "empty.png"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const marker = "/tmp/checkpoint-pwned" // what the hostile pickle would create

@@ -8,14 +8,17 @@ import (
 	"testing"
 )
 
-// fixtureDir is the tiny real safety-checker checkpoint shared by the project's parity tests.
-const fixtureDir = "../../../shared/parity/model"
+// fixtureDir is a tiny real safety-checker checkpoint the repository tracks (written by
+// reference/make_golden.py with transformers: the hub key layout with position_ids, in safetensors,
+// torch zip and fp16 safetensors).
+const fixtureDir = "../../testdata/golden/models/tiny_quickgelu"
 
+// fixture returns the path of one of its files; a missing one fails the test (a broken checkout).
 func fixture(t *testing.T, name string) string {
 	t.Helper()
 	p := filepath.Join(fixtureDir, name)
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("fixture %s not available: %v", p, err)
+		t.Fatalf("fixture %s is tracked by the repository but missing: %v", p, err)
 	}
 	return p
 }

@@ -171,7 +171,7 @@ func TestPillowCrossCheck(t *testing.T) {
 	}
 
 	// 3. The whole pipeline through transformers' CLIPImageProcessorPil, for a few of the files.
-	model, _ := filepath.Abs(filepath.Join(fixtureDir, "model"))
+	model, _ := filepath.Abs(filepath.Join(goldenDir, "models", "tiny_quickgelu"))
 	var pipes []string
 	if _, err := os.Stat(model); err == nil && os.Getenv("IMAGEPROC_CROSSCHECK_PIPELINE") != "0" {
 		if err := os.Symlink(model, filepath.Join(work, "model")); err != nil {
