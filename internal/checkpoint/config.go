@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"slices"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // VisionConfig is the part of transformers' CLIPVisionConfig the vision tower needs.
@@ -132,7 +133,7 @@ func ParseConfig(data []byte) (Config, error) { return parseConfig("config", dat
 
 // LoadConfig reads and parses the config.json at path; see [ParseConfig].
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("checkpoint: %w", err)
 	}

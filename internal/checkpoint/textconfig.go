@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"slices"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // TextConfig is the part of transformers' CLIPTextConfig the text tower needs.
@@ -129,7 +130,7 @@ func ParseTextConfig(data []byte) (TextModelConfig, error) { return parseTextCon
 
 // LoadTextConfig reads and parses the config.json at path; see [ParseTextConfig].
 func LoadTextConfig(path string) (TextModelConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
 		return TextModelConfig{}, fmt.Errorf("checkpoint: %w", err)
 	}

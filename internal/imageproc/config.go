@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // ConfigFileName is the name of the preprocessing configuration in a Hugging Face model directory.
@@ -73,7 +75,7 @@ func LoadConfig(path string) (Config, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, ConfigFileName)
 	}
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("imageproc: load config: %w", err)
 	}
