@@ -18,7 +18,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -116,7 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := interruptContext(context.Background(), stderr)
 	defer stop()
 	checker, err := load(ctx, c, opts, stderr)
 	if err != nil {
@@ -189,7 +188,8 @@ func (o outcome) record() jsonRecord {
 }
 
 // checkAll preprocesses every input (a failure is that input's error alone) and checks the ones that
-// preprocessed, batch by batch.
+// preprocessed, batch by batch. Once ctx ends (Ctrl-C), no further file is opened: every input not
+// yet checked gets the interruption as its error.
 func checkAll(ctx context.Context, checker *safety.Checker, inputs []string, c config, stderr io.Writer) []outcome {
 	outcomes := make([]outcome, len(inputs))
 	s := checker.Info().ImageSize
@@ -201,6 +201,10 @@ func checkAll(ctx context.Context, checker *safety.Checker, inputs []string, c c
 		var idx []int
 		for i := start; i < end; i++ {
 			outcomes[i].file = inputs[i]
+			if ctx.Err() != nil {
+				outcomes[i].err = interruptError(ctx)
+				continue
+			}
 			p, err := checker.PreprocessFile(inputs[i])
 			if err == nil && c.pixelsDir != "" {
 				err = writePixels(filepath.Join(c.pixelsDir, filepath.Base(inputs[i])+".pixel_values.f32"), p)
@@ -214,6 +218,9 @@ func checkAll(ctx context.Context, checker *safety.Checker, inputs []string, c c
 		}
 		if len(idx) > 0 {
 			res, err := checker.CheckPixels(ctx, pix[:len(idx)*per], len(idx))
+			if err != nil && ctx.Err() != nil {
+				err = interruptError(ctx)
+			}
 			for k, i := range idx {
 				if err != nil {
 					outcomes[i].err = err
