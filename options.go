@@ -118,7 +118,9 @@ func WithAdjustment(x float32) Option {
 }
 
 // WithMaxPixels refuses, before decoding, any encoded image whose header declares more than n pixels
-// (default 100 megapixels).
+// (default 100 megapixels), and any image.Image given to Check or Preprocess with more, before
+// converting it ([ErrImageTooLarge]). PreprocessFile also refuses a file larger than 16 bytes a pixel
+// plus 16 MiB before reading it.
 func WithMaxPixels(n int64) Option {
 	return func(o *options) error {
 		if n <= 0 {

@@ -43,7 +43,10 @@ func (c *Checker) PreprocessEncoded(data []byte) ([]float32, error) {
 	return c.preprocessRGB(rgb)
 }
 
-// PreprocessFile is PreprocessEncoded on the contents of a file.
+// PreprocessFile is PreprocessEncoded on the contents of a file, read without trusting it: a named
+// pipe, device or directory is refused without blocking (ErrUnsupportedFormat), a file larger than
+// the pixel limit allows (16 bytes a pixel plus 16 MiB) is refused before it is read (ErrImageTooLarge),
+// and a file whose first bytes are no supported format is refused before the rest is read.
 func (c *Checker) PreprocessFile(path string) ([]float32, error) {
 	rgb, err := imageproc.DecodeFile(path, c.decodeOptions())
 	if err != nil {
