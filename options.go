@@ -45,6 +45,7 @@ type options struct {
 	processor   string // preprocessor_config.json path override
 
 	customCount  bool   // custom concept hits set Result.NSFW (WithCustomConceptsCount)
+	selfTest     bool   // Load runs two images through the model (WithSelfTest)
 	tokenizerDir string // LoadTextEncoder only: tokenizer folder override (WithTokenizerDir)
 
 	// FromPretrained only

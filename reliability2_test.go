@@ -411,3 +411,42 @@ func TestTruncatedCheckpointIsAnError(t *testing.T) {
 		t.Errorf("Load of the truncated file = %v, want ErrCheckpoint", err)
 	}
 }
+
+// TestSelfTest covers the optional load-time self-test of issue 13 item 5: a model that gives every
+// image the same embedding (a zeroed post_layernorm weight: finite, with a sound norm) loads without
+// it and is refused with it; the unbroken model passes it. It also logs the self-test's cost.
+func TestSelfTest(t *testing.T) {
+	m := newTinyModel(t)
+	good := m.write(t)
+	var with, without time.Duration
+	for range 3 { // the best of three, each way
+		start := time.Now()
+		if err := loadErr(t, good); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(start)
+		if without == 0 || d < without {
+			without = d
+		}
+		start = time.Now()
+		if err := loadErr(t, good, WithSelfTest(true)); err != nil {
+			t.Fatalf("Load(tiny model, self-test) = %v", err)
+		}
+		if d := time.Since(start); with == 0 || d < with {
+			with = d
+		}
+	}
+	t.Logf("Load of the tiny model (best of 3): %v with the self-test, %v without", with, without)
+
+	m.fill(t, "post_layernorm.weight", 0)
+	m.fill(t, "post_layernorm.bias", 0.5) // the pooled output is this bias whatever the image
+	flat := m.write(t)
+	c := mustLoad(t, flat, WithDevice(DeviceCPU))
+	res, err := c.Check(context.Background(), []image.Image{solidImage(8, 8, color.White), pattern2(64, 48)})
+	if err != nil || fmt.Sprint(res[0].ImageEmbeds) != fmt.Sprint(res[1].ImageEmbeds) {
+		t.Fatalf("the broken model should give both images one embedding: %v, %v", summarizeResults(res), err)
+	}
+	if err := loadErr(t, flat, WithSelfTest(true)); !errors.Is(err, ErrCheckpoint) || !strings.Contains(err.Error(), "same embedding") {
+		t.Fatalf("Load(zeroed post_layernorm, self-test) = %v, want ErrCheckpoint naming the same embedding", err)
+	}
+}

@@ -115,6 +115,12 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 		rt.Close()
 		return nil, err
 	}
+	if o.selfTest {
+		if err := c.selfTest(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
