@@ -99,6 +99,9 @@ type bitReader struct {
 	marker bool   // stopped at a marker (at data[pos])
 	eof    bool   // ran out of data
 	short  bool   // padding past the end of the data was consumed
+	// exhausted: padding was consumed (the data ran out at a marker or at the end): libjpeg-turbo's
+	// insufficient_data, after which it leaves the rest of the restart interval's blocks alone.
+	exhausted bool
 }
 
 func (b *bitReader) reset(pos int) {
@@ -145,8 +148,9 @@ func (b *bitReader) fill() {
 }
 
 func (b *bitReader) consume(k uint) {
-	if real := b.n - b.pad; k > real && b.eof {
-		b.short = true
+	if real := b.n - b.pad; k > real {
+		b.exhausted = true
+		b.short = b.short || b.eof
 	}
 	b.acc <<= k
 	b.n -= k
@@ -555,6 +559,11 @@ func (d *jpegDecoder) scan(h []byte, pos int) (int, error) {
 				d.processRestart(comps)
 			}
 			mcu++
+			if d.br.exhausted {
+				// libjpeg-turbo's decode_mcu: once the data has run out, the MCU is left as it is
+				// (zeros in a first scan) until the next restart marker.
+				continue
+			}
 			if ns == 1 {
 				c := comps[0]
 				b := (my*c.bw + mx) * 64
@@ -594,10 +603,15 @@ func (d *jpegDecoder) processRestart(comps []*jpegComponent) {
 	for q < len(d.data) && d.data[q] == 0xff {
 		q++
 	}
-	if q < len(d.data) && d.data[q] >= 0xd0 && d.data[q] <= 0xd7 {
+	rst := q < len(d.data) && d.data[q] >= 0xd0 && d.data[q] <= 0xd7
+	if rst {
 		p = q + 1
 	}
+	exhausted := d.br.exhausted
 	d.br.reset(p)
+	// libjpeg-turbo clears insufficient_data only when it read the restart marker; stopped at any other
+	// marker, the next interval has no data either.
+	d.br.exhausted = exhausted && !rst
 	for _, c := range comps {
 		c.dcPred = 0
 	}
