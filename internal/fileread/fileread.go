@@ -48,17 +48,19 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return ReadAll(f, path, size, limit)
+	return ReadAll(f, path, nil, size, limit)
 }
 
-// ReadAll reads the rest of f (expected to hold size bytes) through limit (limit < 0: no limit),
-// returning an error wrapping [ErrTooLarge] when there is more than limit. path names f in errors.
-func ReadAll(f io.Reader, path string, size, limit int64) ([]byte, error) {
+// ReadAll returns head followed by the rest of f, for a file of size bytes of which head was read
+// already, reading through limit (limit < 0: no limit; head counts towards it) and returning an error
+// wrapping [ErrTooLarge] when the file holds more than limit bytes. path names f in errors.
+func ReadAll(f io.Reader, path string, head []byte, size, limit int64) ([]byte, error) {
 	r := f
 	if limit >= 0 {
-		r = io.LimitReader(f, limit+1)
+		r = io.LimitReader(f, max(limit-int64(len(head)), 0)+1)
 	}
-	buf := make([]byte, 0, max(size, 0)+1) // +1: room to see the end without growing
+	buf := make([]byte, 0, max(size, int64(len(head)))+1) // +1: room to see the end without growing
+	buf = append(buf, head...)
 	for {
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

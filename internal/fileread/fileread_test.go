@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -82,5 +83,28 @@ func TestReadFileRefuses(t *testing.T) {
 	}
 	if data, err := fileread.ReadFile(small, -1); err != nil || string(data) != `{"a": 1}` {
 		t.Errorf("ReadFile(no limit) = %q, %v", data, err)
+	}
+}
+
+// TestReadAllLimit: ReadAll stops at the limit even when the file turned out longer than its size
+// said (it grew while being read), and returns the head it was given in front of the rest.
+func TestReadAllLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		head, rest  string
+		size, limit int64
+		want        string
+		err         error
+	}{
+		{"grew past the limit", "", "abcdef", 2, 4, "", fileread.ErrTooLarge},
+		{"grew within the limit", "", "abcdef", 2, 6, "abcdef", nil},
+		{"head and rest", "ab", "cdef", 6, 6, "abcdef", nil},
+		{"head and rest over the limit", "ab", "cdefg", 6, 6, "", fileread.ErrTooLarge},
+		{"no limit", "ab", "cdefg", 0, -1, "abcdefg", nil},
+	} {
+		got, err := fileread.ReadAll(strings.NewReader(tc.rest), tc.name, []byte(tc.head), tc.size, tc.limit)
+		if !errors.Is(err, tc.err) || (tc.err == nil && string(got) != tc.want) {
+			t.Errorf("%s: %q, %v; want %q, %v", tc.name, got, err, tc.want, tc.err)
+		}
 	}
 }

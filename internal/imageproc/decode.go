@@ -210,14 +210,14 @@ func ReadFile(path string, opts *DecodeOptions) ([]byte, error) {
 	if Sniff(head) == "" { // a file shorter than sniffLen is all in head: Decode would say the same
 		return nil, fmt.Errorf("imageproc: %s: %w", path, ErrUnsupportedFormat)
 	}
-	rest, err := fileread.ReadAll(f, path, size-int64(n), limit-int64(n))
+	data, err := fileread.ReadAll(f, path, head, size, limit)
 	if errors.Is(err, fileread.ErrTooLarge) {
 		return nil, fmt.Errorf("imageproc: %w: %w", ErrTooLarge, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("imageproc: %w", err)
 	}
-	return append(head, rest...), nil
+	return data, nil
 }
 
 // DecodeFile reads the image file at path with ReadFile (which bounds what it reads) and decodes it
