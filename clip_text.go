@@ -227,6 +227,9 @@ func loadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint
 		return nil, "", false, fmt.Errorf("%w: %s: no CLIP text tower (no %q)", ErrCheckpoint, ck.Path(),
 			textPrefix+"embeddings.token_embedding.weight")
 	}
+	if err := checkLayerCount(ck, prefix, cfg.Text.NumHiddenLayers); err != nil {
+		return nil, "", false, err
+	}
 	want := textKeys(cfg.Text, prefix)
 	_, projected := ck.Info(keyTextProjection)
 	if projected {

@@ -39,8 +39,13 @@ func (c *Concepts) score(embeds []float32, userAdjustment float32, r *Result) er
 		}
 	}
 	r.ImageEmbeds = embeds
-	r.SpecialCosDist = cosineSimilarities(embeds, c.SpecialEmbeds)
-	r.CosDist = cosineSimilarities(embeds, c.Embeds)
+	var err error
+	if r.SpecialCosDist, err = cosineSimilarities(embeds, c.SpecialEmbeds); err != nil {
+		return err
+	}
+	if r.CosDist, err = cosineSimilarities(embeds, c.Embeds); err != nil {
+		return err
+	}
 	for _, s := range [][]float32{r.SpecialCosDist, r.CosDist} {
 		for i, v := range s {
 			if !finite32(v) {
@@ -88,33 +93,61 @@ func round3(x float32) float32 {
 }
 
 // cosineSimilarities returns cos(e, rows[k]) for every row, as torch computes
-// mm(normalize(e), normalize(rows)ᵀ) with normalize(v) = v / max(‖v‖₂, 1e-12): norms and dot
-// products accumulate in float64 and each normalised element is rounded to float32.
-func cosineSimilarities(e []float32, rows [][]float32) []float32 {
-	ne := normalize(e)
+// mm(normalize(e), normalize(rows)ᵀ) with normalize(v) = v / ‖v‖₂: norms and dot products accumulate
+// in float64, and each normalised element is the float64 quotient rounded to float32 (which equals
+// torch's float32 division by the float32 norm). A vector whose norm is degenerate (see vectorNorm) is
+// an error wrapping ErrNonFinite rather than a row of cosines that do not depend on the image.
+func cosineSimilarities(e []float32, rows [][]float32) ([]float32, error) {
+	ne, err := normalize(e)
+	if err != nil {
+		return nil, fmt.Errorf("image embedding: %w", err)
+	}
 	out := make([]float32, len(rows))
 	for k, row := range rows {
-		nr := normalize(row)
+		nr, err := normalize(row)
+		if err != nil {
+			return nil, fmt.Errorf("concept embedding %d: %w", k, err)
+		}
 		var dot float64
 		for i := range ne {
 			dot += float64(ne[i]) * float64(nr[i])
 		}
 		out[k] = float32(dot)
 	}
-	return out
+	return out, nil
 }
 
-func normalize(v []float32) []float32 {
+// minNorm is torch.nn.functional.normalize's eps: below it torch divides by 1e-12 instead of the
+// norm, and the result is no longer a unit vector, so its cosines mean nothing.
+const minNorm = 1e-12
+
+// vectorNorm returns ‖v‖₂, accumulated in float64 and rounded to float32 (the value torch divides by),
+// or an error wrapping ErrNonFinite when it is below 1e-12 (a zero, subnormal or underflowed vector)
+// or not finite in float32 (a vector whose norm overflows float32 would normalise to all zeros, and
+// every cosine would be exactly 0, which the published thresholds read as "safe").
+func vectorNorm(v []float32) (float32, error) {
 	var ss float64
 	for _, x := range v {
 		ss += float64(x) * float64(x)
 	}
-	n := float32(math.Max(math.Sqrt(ss), 1e-12))
+	n := math.Sqrt(ss)
+	n32 := float32(n)
+	if !(n >= minNorm) || !finite32(n32) {
+		return 0, fmt.Errorf("%w: the vector's norm %g is degenerate (want a finite float32 of at least %g)", ErrNonFinite, n, minNorm)
+	}
+	return n32, nil
+}
+
+func normalize(v []float32) ([]float32, error) {
+	n, err := vectorNorm(v)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]float32, len(v))
 	for i, x := range v {
-		out[i] = x / n
+		out[i] = float32(float64(x) / float64(n))
 	}
-	return out
+	return out, nil
 }
 
 func finite32(x float32) bool {

@@ -3,7 +3,6 @@ package safety
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,7 +66,10 @@ func scoreCustom(concepts []CustomConcept, embeds []float32, count bool, r *Resu
 	for i := range concepts {
 		rows[i] = concepts[i].Embedding
 	}
-	cos := cosineSimilarities(embeds, rows)
+	cos, err := cosineSimilarities(embeds, rows)
+	if err != nil {
+		return fmt.Errorf("custom concepts: %w", err)
+	}
 	r.CustomScores = make([]CustomScore, len(concepts))
 	for i, c := range concepts {
 		if !finite32(cos[i]) {
@@ -168,15 +170,14 @@ func (c *Checker) addConcept(cc CustomConcept) error {
 		return fmt.Errorf("%w: concept %q: embedding of %d values, the checker's image embeddings have %d",
 			ErrInvalidInput, cc.Name, len(cc.Embedding), c.info.ProjectionDim)
 	}
-	var ss float64
 	for i, v := range cc.Embedding {
 		if !finite32(v) {
 			return fmt.Errorf("%w: concept %q: embedding[%d] = %v", ErrInvalidInput, cc.Name, i, v)
 		}
-		ss += float64(v) * float64(v)
 	}
-	if math.Sqrt(ss) == 0 {
-		return fmt.Errorf("%w: concept %q: zero embedding", ErrInvalidInput, cc.Name)
+	if _, err := vectorNorm(cc.Embedding); err != nil {
+		// A zero, subnormal or float32-overflowing embedding would give every image the same cosine.
+		return fmt.Errorf("%w: concept %q: embedding: %v", ErrInvalidInput, cc.Name, err)
 	}
 	cc.Embedding = slices.Clone(cc.Embedding)
 	c.custom.mu.Lock()

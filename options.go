@@ -45,6 +45,7 @@ type options struct {
 	processor   string // preprocessor_config.json path override
 
 	customCount  bool   // custom concept hits set Result.NSFW (WithCustomConceptsCount)
+	selfTest     bool   // Load runs two images through the model (WithSelfTest)
 	tokenizerDir string // LoadTextEncoder only: tokenizer folder override (WithTokenizerDir)
 
 	// FromPretrained only
@@ -118,7 +119,9 @@ func WithAdjustment(x float32) Option {
 }
 
 // WithMaxPixels refuses, before decoding, any encoded image whose header declares more than n pixels
-// (default 100 megapixels).
+// (default 100 megapixels), and any image.Image given to Check or Preprocess with more, before
+// converting it ([ErrImageTooLarge]). PreprocessFile also refuses a file larger than 16 bytes a pixel
+// plus 16 MiB before reading it.
 func WithMaxPixels(n int64) Option {
 	return func(o *options) error {
 		if n <= 0 {

@@ -25,9 +25,9 @@ var (
 // BICUBIC arithmetic, centre crop, rescale by 1/255 and normalise. It returns [3, S, S] float32 values
 // in CHW order (S = Info().ImageSize). It does not use the model and is safe to call concurrently.
 func (c *Checker) Preprocess(img image.Image) ([]float32, error) {
-	rgb, err := fromImage(img)
+	rgb, err := fromImage(img, c.opts.maxPixels)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidInput, err)
 	}
 	return c.preprocessRGB(rgb)
 }
@@ -43,7 +43,10 @@ func (c *Checker) PreprocessEncoded(data []byte) ([]float32, error) {
 	return c.preprocessRGB(rgb)
 }
 
-// PreprocessFile is PreprocessEncoded on the contents of a file.
+// PreprocessFile is PreprocessEncoded on the contents of a file, read without trusting it: a named
+// pipe, device or directory is refused without blocking (ErrUnsupportedFormat), a file larger than
+// the pixel limit allows (16 bytes a pixel plus 16 MiB) is refused before it is read (ErrImageTooLarge),
+// and a file whose first bytes are no supported format is refused before the rest is read.
 func (c *Checker) PreprocessFile(path string) ([]float32, error) {
 	rgb, err := imageproc.DecodeFile(path, c.decodeOptions())
 	if err != nil {
@@ -72,9 +75,10 @@ func (c *Checker) preprocessRGB(rgb *imageproc.RGB) ([]float32, error) {
 	return out, nil
 }
 
-// fromImage is imageproc.FromImage, refusing a nil image (a nil interface or a typed nil pointer)
-// and turning a panic of the image's own methods into an error.
-func fromImage(img image.Image) (rgb *imageproc.RGB, err error) {
+// fromImage is imageproc.FromImage, refusing a nil image (a nil interface or a typed nil pointer) and
+// an image of more than maxPixels pixels (ErrImageTooLarge, before converting it), and turning a panic
+// of the image's own methods into an error.
+func fromImage(img image.Image, maxPixels int64) (rgb *imageproc.RGB, err error) {
 	if img == nil {
 		return nil, errors.New("image is nil")
 	}
@@ -86,23 +90,27 @@ func fromImage(img image.Image) (rgb *imageproc.RGB, err error) {
 			rgb, err = nil, fmt.Errorf("converting the %T panicked: %v", img, r)
 		}
 	}()
+	if b := img.Bounds(); int64(b.Dx())*int64(b.Dy()) > maxPixels {
+		return nil, fmt.Errorf("%dx%d image is more than %d pixels: %w", b.Dx(), b.Dy(), maxPixels, ErrImageTooLarge)
+	}
 	return imageproc.FromImage(img)
 }
 
-// preprocessImages converts and preprocesses a batch in parallel: [n, 3, S, S].
-func (c *Checker) preprocessImages(images []image.Image) ([]float32, error) {
+// preprocessImages converts and preprocesses a batch in parallel: [n, 3, S, S]. base is the index of
+// images[0] in the caller's call, for error messages.
+func (c *Checker) preprocessImages(images []image.Image, base int) ([]float32, error) {
 	rgbs := make([]*imageproc.RGB, len(images))
 	for i, img := range images {
-		rgb, err := fromImage(img)
+		rgb, err := fromImage(img, c.opts.maxPixels)
 		if err != nil {
-			return nil, fmt.Errorf("%w: image %d: %v", ErrInvalidInput, i, err)
+			return nil, fmt.Errorf("%w: image %d: %w", ErrInvalidInput, base+i, err)
 		}
 		w, h, err := c.proc.OutputSize(rgb.Width, rgb.Height)
 		if err == nil && (w != c.info.ImageSize || h != c.info.ImageSize) {
 			err = errors.New("preprocessing does not give the model's input size")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: image %d: %v", ErrInvalidInput, i, err)
+			return nil, fmt.Errorf("%w: image %d: %v", ErrInvalidInput, base+i, err)
 		}
 		rgbs[i] = rgb
 	}

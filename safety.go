@@ -115,6 +115,12 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 		rt.Close()
 		return nil, err
 	}
+	if o.selfTest {
+		if err := c.selfTest(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -192,17 +198,33 @@ func (c *Checker) Close() error {
 
 // Check preprocesses images exactly as the reference's CLIPImageProcessor does (convert to RGB,
 // Pillow-bicubic resize, centre crop, normalise) and checks them. Results are in input order.
-// An image that cannot be converted fails the call with an error naming its index; ctx cancels
-// between batches and between encoder layers.
+// An image that cannot be converted, or has more pixels than WithMaxPixels allows (ErrImageTooLarge),
+// fails the call with an error naming its index; ctx cancels between batches and between encoder
+// layers. Images are converted and preprocessed one batch (WithBatchSize) at a time, so memory does
+// not grow with the number of images.
 func (c *Checker) Check(ctx context.Context, images []image.Image) ([]Result, error) {
 	if c.rt.Closed() {
 		return nil, ErrClosed
 	}
-	pix, err := c.preprocessImages(images)
-	if err != nil {
-		return nil, err
+	results := make([]Result, 0, len(images))
+	for start := 0; start < len(images); start += c.opts.batchSize {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b := min(c.opts.batchSize, len(images)-start)
+		pix, err := c.preprocessImages(images[start:start+b], start)
+		if err != nil {
+			return nil, err
+		}
+		pooled, embeds, err := c.forward(ctx, pix, b)
+		if err != nil {
+			return nil, err
+		}
+		if results, err = c.appendResults(results, pooled, embeds, b); err != nil {
+			return nil, err
+		}
 	}
-	return c.CheckPixels(ctx, pix, len(images))
+	return results, nil
 }
 
 // CheckPixels checks n preprocessed images: pixels is [n, 3, S, S] float32 in row-major order (S =
@@ -213,7 +235,7 @@ func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]R
 	}
 	s := c.info.ImageSize
 	per := 3 * s * s
-	if n < 0 || len(pixels) != n*per {
+	if n < 0 || n > len(pixels)/per || len(pixels) != n*per { // n > len/per first: n*per may overflow
 		return nil, fmt.Errorf("%w: %d pixel values for %d images of 3x%dx%d", ErrInvalidInput, len(pixels), n, s, s)
 	}
 	results := make([]Result, 0, n)

@@ -72,7 +72,9 @@ type TensorResult struct {
 // (float weights instead of Pillow's 22-bit fixed point): with the bicubic filter, on the golden
 // 64×96 batch (upscaled) and on 512×512 batches (downscaled), pixel values differ by at most 2
 // levels of 255 (0.03 after normalisation), in under 3% of the values, and the verdicts are the
-// same. Processor filters other than bicubic and bilinear give ErrUnsupported.
+// same. Processor filters other than bicubic and bilinear give ErrUnsupported. Images whose resized
+// width or height would exceed 16·S (extreme aspect ratios, such as 1×5000) take the exact path, so
+// the fast path's memory is bounded by the crop, not by the input's shape.
 //
 // Errors wrap [ErrInvalidInput] for a nil tensor, a rank other than 4, a channel count other than
 // 3, an integer, bool or complex dtype, an empty image (H or W = 0), and NaN or ±Inf anywhere in
@@ -320,6 +322,10 @@ func cropOffset(size, crop int) int {
 	return d / 2
 }
 
+// fastMaxResize bounds the fast path's resized sides, in multiples of the model's input side;
+// beyond it CheckTensor takes the exact path (which resizes only the cropped region on the host).
+const fastMaxResize = 16
+
 // checkTensorFast is the fast path of CheckTensor: one worker call per batch of WithBatchSize
 // images, each preprocessing its slice of the input on the input's device and running the tower.
 func (c *Checker) checkTensorFast(ctx context.Context, images *ts.Tensor, o TensorOptions) ([]Result, error) {
@@ -335,6 +341,11 @@ func (c *Checker) checkTensorFast(ctx context.Context, images *ts.Tensor, o Tens
 	plan, err := c.planFast(int(shape.w), int(shape.h))
 	if err != nil {
 		return nil, err
+	}
+	if limit := int64(fastMaxResize * c.info.ImageSize); plan.rw > limit || plan.rh > limit {
+		// An extreme aspect ratio (a 1×5000 image resizes to 224×1120000): the device resize would
+		// hold the whole resized image; the exact path resizes only the part the crop keeps.
+		return c.checkTensorExact(ctx, images, o)
 	}
 	results := make([]Result, 0, shape.b)
 	for start := int64(0); start < shape.b; start += int64(c.opts.batchSize) {
@@ -366,19 +377,21 @@ func (c *Checker) checkTensorFast(ctx context.Context, images *ts.Tensor, o Tens
 func (c *Checker) fastPixels(t *gotchutil.Tape, x *ts.Tensor, o TensorOptions, p fastPlan, device gotch.Device) *ts.Tensor {
 	u := t.ToDType(toUnit(t, x, o.ZeroToOne), gotch.Float)
 	u = t.Round(t.Scale(u, 255)) // numpy_to_pil's 8-bit levels, as float32 0..255
-	// Pillow's pass order: horizontal, then vertical, each rounded and clipped to 8 bits.
+	// Pillow's pass order: horizontal, then vertical, each rounded and clipped to 8 bits. The crop's
+	// columns are taken between the passes: the vertical pass treats each column on its own, so this
+	// is the same result without the vertical pass ever holding columns the crop drops.
 	if p.rw != p.w {
 		u = t.Clamp(roundHalfUp(t, resizeAA(t, u, p.h, p.rw, c.proc.Resample)), 0, 255)
 	}
+	if c.proc.DoCenterCrop && (p.x0 != 0 || p.cw != p.rw) {
+		u = t.Narrow(u, 3, p.x0, p.cw)
+	}
 	if p.rh != p.h {
-		u = t.Clamp(roundHalfUp(t, resizeAA(t, u, p.rh, p.rw, c.proc.Resample)), 0, 255)
+		u = t.Clamp(roundHalfUp(t, resizeAA(t, u, p.rh, p.cw, c.proc.Resample)), 0, 255)
 	}
 	if c.proc.DoCenterCrop {
 		if p.y0 != 0 || p.ch != p.rh {
 			u = t.Narrow(u, 2, p.y0, p.ch)
-		}
-		if p.x0 != 0 || p.cw != p.rw {
-			u = t.Narrow(u, 3, p.x0, p.cw)
 		}
 		if p.padL+p.padR+p.padT+p.padB > 0 && t.Ok() {
 			y, err := u.ConstantPadNd([]int64{p.padL, p.padR, p.padT, p.padB}, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,9 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		if _, flat := ck.Info(flatVisionPrefix + "embeddings.class_embedding"); flat {
 			prefix = flatVisionPrefix
 		}
+	}
+	if err := checkLayerCount(ck, prefix, cfg.Vision.NumHiddenLayers); err != nil {
+		return nil, nil, "", err
 	}
 	want := visionKeys(cfg, prefix)
 	p := int64(cfg.ProjectionDim)
@@ -106,11 +110,12 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 
 	host := map[string][]float32{}
 	for name := range head {
-		tn, err := ck.Tensor(name)
+		tn, err := guardedTensor(ck, name)
 		if err != nil {
 			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
-		v, err := tn.Float32()
+		var v []float32
+		err = checkpoint.GuardFault(ck.Path(), func() (err error) { v, err = tn.Float32(); return err })
 		if err != nil {
 			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
@@ -121,6 +126,14 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		}
 		host[name] = v
 	}
+	for _, name := range []string{keyConceptEmbeds, keySpecialEmbeds} {
+		for k, row := range rows(host[name], int(p)) {
+			if _, err := vectorNorm(row); err != nil {
+				// A zero (or overflowing) concept embedding has cosine 0 with every image.
+				return nil, nil, "", fmt.Errorf("%w: %s: tensor %q row %d: %v", ErrCheckpoint, ck.Path(), name, k, err)
+			}
+		}
+	}
 	concepts := &Concepts{
 		Embeds:            rows(host[keyConceptEmbeds], int(p)),
 		Thresholds:        host[keyConceptThresholds],
@@ -128,6 +141,30 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		SpecialThresholds: host[keySpecialThresholds],
 	}
 	return w, concepts, prefix, nil
+}
+
+// checkLayerCount compares the number of encoder layers config.json declares with the layers the
+// checkpoint holds under prefix+"encoder.layers.N.", before any per-layer key is listed: a config
+// declaring more layers than the checkpoint has is refused here with one line, not after listing
+// every missing key of every layer. (A checkpoint with extra layers is left to the key check, which
+// names the unexpected tensors.)
+func checkLayerCount(ck checkpoint.Checkpoint, prefix string, declared int) error {
+	layers := map[int]bool{}
+	for _, name := range ck.Names() {
+		rest, ok := strings.CutPrefix(name, prefix+"encoder.layers.")
+		if !ok {
+			continue
+		}
+		num, _, _ := strings.Cut(rest, ".")
+		if l, err := strconv.Atoi(num); err == nil && l >= 0 && strconv.Itoa(l) == num {
+			layers[l] = true
+		}
+	}
+	if len(layers) < declared { // more layers than declared: the key check names the unexpected tensors
+		return fmt.Errorf("%w: %s: config.json declares %d encoder layers, the checkpoint holds %d (%sencoder.layers.N)",
+			ErrCheckpoint, ck.Path(), declared, len(layers), prefix)
+	}
+	return nil
 }
 
 // weightGroup is one tensor of the model: checkpoint tensors concatenated along dimension 0 (row-major
@@ -184,7 +221,7 @@ func loadGroup(ck checkpoint.Checkpoint, g weightGroup, device gotch.Device, dty
 	tns := make([]checkpoint.Tensor, len(g.parts))
 	direct := device == gotch.CPU
 	for i, name := range g.parts {
-		tn, err := ck.Tensor(name)
+		tn, err := guardedTensor(ck, name)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
@@ -252,6 +289,13 @@ func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DTy
 	if err != nil {
 		return 0, err
 	}
+	// A finite value can overflow the narrower dtype (a float64 weight of 1e300 in float32, a float32
+	// one of 1e5 in float16): check what was converted, not only what was read.
+	to := checkpointDType(dtype)
+	if i := firstNonFinite(checkpoint.Tensor{DType: to, Data: b}); i >= 0 {
+		return 0, errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d (%s) is %s in %s: it overflows the compute dtype",
+			ErrCheckpoint, ck.Path(), tn.Name, i, tn.DType, nonFiniteName(to, b[i*to.Size():]), to)}
+	}
 	if len(b) > len(dst) {
 		return 0, fmt.Errorf("tensor %q: %d converted bytes, %d left in the destination", tn.Name, len(b), len(dst))
 	}
@@ -267,6 +311,13 @@ func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtyp
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	return loadGroup(ck, weightGroup{key: name, parts: []string{name}, shape: info.Shape}, device, dtype)
+}
+
+// guardedTensor is ck.Tensor with memory faults on the mapped file turned into errors (a torch
+// record's CRC is checked on first access, reading the mapping).
+func guardedTensor(ck checkpoint.Checkpoint, name string) (tn checkpoint.Tensor, err error) {
+	err = checkpoint.GuardFault(ck.Path(), func() (err error) { tn, err = ck.Tensor(name); return err })
+	return tn, err
 }
 
 // errNonFiniteWeight carries copyChecked's error through the tape unchanged.
@@ -317,15 +368,23 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 	if r, ok := ck.(checkpoint.PageReleaser); ok {
 		release = r.ReleasePages
 	}
-	work := func(c *chunk) {
-		c.bad = firstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
-		checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
-		copy(c.dst, c.src)
-		release(c.src)
+	var faults sync.Map // chunk index → error: a fault reading the mapping (file truncated under us)
+	work := func(i int) {
+		c := &chunks[i]
+		err := checkpoint.GuardFault(ck.Path(), func() error {
+			c.bad = firstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
+			checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
+			copy(c.dst, c.src)
+			release(c.src)
+			return nil
+		})
+		if err != nil {
+			faults.Store(i, err)
+		}
 	}
 	if workers := min(runtime.GOMAXPROCS(0), len(chunks)); workers <= 1 {
 		for i := range chunks {
-			work(&chunks[i])
+			work(i)
 		}
 	} else {
 		var next atomic.Int64
@@ -333,11 +392,16 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 		for range workers {
 			wg.Go(func() {
 				for i := next.Add(1) - 1; i < int64(len(chunks)); i = next.Add(1) - 1 {
-					work(&chunks[i])
+					work(int(i))
 				}
 			})
 		}
 		wg.Wait()
+	}
+	var fault error
+	faults.Range(func(_, v any) bool { fault = v.(error); return false })
+	if fault != nil {
+		return fmt.Errorf("%w: %w", ErrCheckpoint, fault)
 	}
 	for _, c := range chunks {
 		if c.bad >= 0 {
@@ -412,6 +476,21 @@ func nonFiniteName(d checkpoint.DType, b []byte) string {
 		return fmt.Sprint(v[0])
 	}
 	return "not finite"
+}
+
+// checkpointDType is the inverse of torchDType (checkpoint.DType("") for other dtypes).
+func checkpointDType(d gotch.DType) checkpoint.DType {
+	switch d {
+	case gotch.Float:
+		return checkpoint.F32
+	case gotch.Half:
+		return checkpoint.F16
+	case gotch.BFloat16:
+		return checkpoint.BF16
+	case gotch.Double:
+		return checkpoint.F64
+	}
+	return ""
 }
 
 func torchDType(d checkpoint.DType) (gotch.DType, error) {

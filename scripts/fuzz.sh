@@ -32,6 +32,7 @@ required=(
 	"internal/checkpoint FuzzConfig"            # config.json parsing
 	"internal/imageproc FuzzProcessorConfig"    # preprocessor_config.json parsing
 	"internal/imageproc FuzzDecodePreprocess"   # image decoding + preprocessing
+	"internal/imageproc FuzzReadFile"           # bounded image-file reader
 )
 
 # Discover "package target" pairs: func FuzzX(f *testing.F) in the module's _test.go files, outside

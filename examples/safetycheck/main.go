@@ -2,7 +2,8 @@
 //
 //	safetycheck [flags] FILE|DIR...
 //
-// A directory argument means every image file in it (sorted by name). With -json it prints one JSON
+// A directory argument means every image file in it, by extension (sorted by name); what else it holds,
+// subdirectories included, is listed on stderr as skipped. With -json it prints one JSON
 // object per input, in input order; for an input that could not be checked the object holds only
 // "file" and "error". Exit status: 0 when every input was checked (whatever the verdicts), 1 when some
 // input could not be checked, 2 for usage errors, 3 with -fail-on-nsfw when an image was flagged.
@@ -10,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -18,11 +20,12 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sdsafety/safety"
 )
@@ -104,19 +107,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	opts = append(opts, safety.WithCustomConceptsCount(c.conceptsCount))
-	inputs, err := expandInputs(fs.Args())
+	inputs, err := expandInputs(fs.Args(), stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "safetycheck: %v\n", err)
 		return exitUsage
 	}
 	if c.pixelsDir != "" {
+		if err := pixelNameClash(inputs); err != nil {
+			fmt.Fprintf(stderr, "safetycheck: -pixels: %v\n", err)
+			return exitUsage
+		}
 		if err := os.MkdirAll(c.pixelsDir, 0o755); err != nil {
 			fmt.Fprintf(stderr, "safetycheck: %v\n", err)
 			return exitUsage
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := interruptContext(context.Background(), stderr)
 	defer stop()
 	checker, err := load(ctx, c, opts, stderr)
 	if err != nil {
@@ -174,22 +181,30 @@ type outcome struct {
 	err    error
 }
 
-// jsonRecord is one line of -json output.
+// jsonRecord is one line of -json output. JSON strings are UTF-8, so a file name that is not valid
+// UTF-8 is written with U+FFFD in "file" and, losslessly, base64-encoded in "file_base64" (two such
+// names can differ only there).
 type jsonRecord struct {
-	File  string `json:"file"`
-	Error string `json:"error,omitempty"`
+	File       string `json:"file"`
+	FileBase64 string `json:"file_base64,omitempty"`
+	Error      string `json:"error,omitempty"`
 	*safety.Result
 }
 
 func (o outcome) record() jsonRecord {
-	if o.err != nil {
-		return jsonRecord{File: o.file, Error: o.err.Error()}
+	r := jsonRecord{File: o.file, Result: o.result}
+	if !utf8.ValidString(o.file) {
+		r.FileBase64 = base64.StdEncoding.EncodeToString([]byte(o.file))
 	}
-	return jsonRecord{File: o.file, Result: o.result}
+	if o.err != nil {
+		r.Error, r.Result = o.err.Error(), nil
+	}
+	return r
 }
 
 // checkAll preprocesses every input (a failure is that input's error alone) and checks the ones that
-// preprocessed, batch by batch.
+// preprocessed, batch by batch. Once ctx ends (Ctrl-C), no further file is opened: every input not
+// yet checked gets the interruption as its error.
 func checkAll(ctx context.Context, checker *safety.Checker, inputs []string, c config, stderr io.Writer) []outcome {
 	outcomes := make([]outcome, len(inputs))
 	s := checker.Info().ImageSize
@@ -201,9 +216,13 @@ func checkAll(ctx context.Context, checker *safety.Checker, inputs []string, c c
 		var idx []int
 		for i := start; i < end; i++ {
 			outcomes[i].file = inputs[i]
+			if ctx.Err() != nil {
+				outcomes[i].err = interruptError(ctx)
+				continue
+			}
 			p, err := checker.PreprocessFile(inputs[i])
 			if err == nil && c.pixelsDir != "" {
-				err = writePixels(filepath.Join(c.pixelsDir, filepath.Base(inputs[i])+".pixel_values.f32"), p)
+				err = writePixels(filepath.Join(c.pixelsDir, pixelsName(inputs[i])), p)
 			}
 			if err != nil {
 				outcomes[i].err = err
@@ -214,6 +233,9 @@ func checkAll(ctx context.Context, checker *safety.Checker, inputs []string, c c
 		}
 		if len(idx) > 0 {
 			res, err := checker.CheckPixels(ctx, pix[:len(idx)*per], len(idx))
+			if err != nil && ctx.Err() != nil {
+				err = interruptError(ctx)
+			}
 			for k, i := range idx {
 				if err != nil {
 					outcomes[i].err = err
@@ -236,10 +258,12 @@ func writePixels(path string, p []float32) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-var imageExts = []string{".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+var imageExts = []string{".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
-// expandInputs replaces each directory by the image files in it, sorted by name.
-func expandInputs(args []string) ([]string, error) {
+// expandInputs replaces each directory by the image files in it (by extension), sorted by name; it
+// does not descend into subdirectories. What a directory holds and is not checked (subdirectories,
+// files with other extensions) is listed on stderr, so that nothing is skipped silently.
+func expandInputs(args []string, stderr io.Writer) ([]string, error) {
 	var out []string
 	for _, a := range args {
 		st, err := os.Stat(a)
@@ -251,16 +275,57 @@ func expandInputs(args []string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		var files []string
+		var files, skipped []string
 		for _, e := range entries {
-			if !e.IsDir() && slices.Contains(imageExts, strings.ToLower(filepath.Ext(e.Name()))) {
+			switch {
+			case e.IsDir():
+				skipped = append(skipped, e.Name()+"/")
+			case slices.Contains(imageExts, strings.ToLower(filepath.Ext(e.Name()))):
 				files = append(files, filepath.Join(a, e.Name()))
+			default:
+				skipped = append(skipped, e.Name())
 			}
+		}
+		if len(skipped) > 0 {
+			sort.Strings(skipped)
+			const show = 10
+			list := strings.Join(quoteAll(skipped[:min(show, len(skipped))]), ", ")
+			if len(skipped) > show {
+				list += fmt.Sprintf(" and %d more", len(skipped)-show)
+			}
+			fmt.Fprintf(stderr, "safetycheck: %s: skipped %d entries that are subdirectories or have no image extension (%s): %s\n",
+				a, len(skipped), strings.Join(imageExts, " "), list)
 		}
 		sort.Strings(files)
 		out = append(out, files...)
 	}
 	return out, nil
+}
+
+// quoteAll quotes names with strconv.Quote (which shows bytes that are not UTF-8 as \x escapes).
+func quoteAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strconv.Quote(n)
+	}
+	return out
+}
+
+// pixelsName is the file -pixels writes an input's pixels to, inside the -pixels directory.
+func pixelsName(input string) string { return filepath.Base(input) + ".pixel_values.f32" }
+
+// pixelNameClash reports two inputs whose -pixels files would have the same name (the later would
+// overwrite the earlier).
+func pixelNameClash(inputs []string) error {
+	seen := map[string]string{}
+	for _, in := range inputs {
+		name := pixelsName(in)
+		if first, ok := seen[name]; ok && first != in {
+			return fmt.Errorf("inputs %s and %s would both write %s", strconv.Quote(first), strconv.Quote(in), name)
+		}
+		seen[name] = in
+	}
+	return nil
 }
 
 func printTable(w io.Writer, outcomes []outcome) {

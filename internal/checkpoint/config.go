@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
-	"os"
 	"slices"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // VisionConfig is the part of transformers' CLIPVisionConfig the vision tower needs.
@@ -132,7 +132,7 @@ func ParseConfig(data []byte) (Config, error) { return parseConfig("config", dat
 
 // LoadConfig reads and parses the config.json at path; see [ParseConfig].
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("checkpoint: %w", err)
 	}
@@ -184,23 +184,62 @@ func parseConfig(src string, data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// Validate checks that every size is positive, HiddenSize is a multiple of NumAttentionHeads,
-// ImageSize a multiple of PatchSize, LayerNormEps positive and finite and HiddenAct one of
+// Bounds of the sizes a config may declare: far above every published CLIP (ViT-bigG/14 has width
+// 1664, MLP 8192, 48 layers; CLIP's text context is 77 tokens and its vocabulary 49408), and low
+// enough that listing a model's keys and shapes from its config costs nothing before the checkpoint is
+// compared with it.
+const (
+	maxWidth        = 1 << 14 // hidden_size, num_attention_heads, projection_dim
+	maxIntermediate = 1 << 16 // intermediate_size
+	maxLayers       = 1024    // num_hidden_layers
+	maxImageSize    = 1 << 13 // image_size, patch_size
+	maxPatches      = 1 << 16 // (image_size/patch_size)^2
+	maxChannels     = 64      // num_channels
+	maxVocab        = 1 << 21 // text vocab_size
+	maxPositions    = 1 << 14 // text max_position_embeddings
+	// maxLayerNormEps bounds layer_norm_eps: an epsilon comparable to the activations' variance
+	// flattens every LayerNorm output towards its bias (the same embedding for every input), and one
+	// beyond float32's range is Inf when the model computes in float32. Published models use 1e-5 or 1e-6.
+	maxLayerNormEps = 1e-2
+)
+
+// sizeField is one size of a config with its upper bound.
+type sizeField struct {
+	name       string
+	value, max int
+}
+
+// checkSizes checks that every size is in [1, max]; what ("" or "text ") starts the key names.
+func checkSizes(what string, fields []sizeField) error {
+	for _, f := range fields {
+		if f.value <= 0 || f.value > f.max {
+			return fmt.Errorf("%w: %s%s is %d, must be in [1, %d]", ErrConfig, what, f.name, f.value, f.max)
+		}
+	}
+	return nil
+}
+
+// checkEps checks that layer_norm_eps is positive, at most maxLayerNormEps, and not zero in float32.
+func checkEps(what string, eps float64) error {
+	if !(eps > 0) || eps > maxLayerNormEps || float32(eps) == 0 {
+		return fmt.Errorf("%w: %slayer_norm_eps %g must be in (0, %g] (and not zero in float32)", ErrConfig, what, eps, maxLayerNormEps)
+	}
+	return nil
+}
+
+// Validate checks that every size is in range (positive, and below bounds far above any published
+// CLIP: at most 1024 layers, width 16384, 65536 patches), HiddenSize is a multiple of NumAttentionHeads,
+// ImageSize a multiple of PatchSize, LayerNormEps in (0, 0.01] and HiddenAct one of
 // quick_gelu, gelu, gelu_new, gelu_pytorch_tanh, relu, silu. Errors wrap [ErrConfig].
 func (c Config) Validate() error {
 	v := c.Vision
-	for _, f := range []struct {
-		name  string
-		value int
-	}{
-		{"hidden_size", v.HiddenSize}, {"intermediate_size", v.IntermediateSize},
-		{"num_attention_heads", v.NumAttentionHeads}, {"num_hidden_layers", v.NumHiddenLayers},
-		{"patch_size", v.PatchSize}, {"image_size", v.ImageSize}, {"num_channels", v.NumChannels},
-		{"projection_dim", c.ProjectionDim},
-	} {
-		if f.value <= 0 {
-			return fmt.Errorf("%w: %s is %d, must be positive", ErrConfig, f.name, f.value)
-		}
+	if err := checkSizes("", []sizeField{
+		{"hidden_size", v.HiddenSize, maxWidth}, {"intermediate_size", v.IntermediateSize, maxIntermediate},
+		{"num_attention_heads", v.NumAttentionHeads, maxWidth}, {"num_hidden_layers", v.NumHiddenLayers, maxLayers},
+		{"patch_size", v.PatchSize, maxImageSize}, {"image_size", v.ImageSize, maxImageSize},
+		{"num_channels", v.NumChannels, maxChannels}, {"projection_dim", c.ProjectionDim, maxWidth},
+	}); err != nil {
+		return err
 	}
 	if v.HiddenSize%v.NumAttentionHeads != 0 {
 		return fmt.Errorf("%w: hidden_size %d is not divisible by num_attention_heads %d", ErrConfig, v.HiddenSize, v.NumAttentionHeads)
@@ -208,8 +247,12 @@ func (c Config) Validate() error {
 	if v.ImageSize%v.PatchSize != 0 {
 		return fmt.Errorf("%w: image_size %d is not divisible by patch_size %d", ErrConfig, v.ImageSize, v.PatchSize)
 	}
-	if !(v.LayerNormEps > 0) || math.IsInf(v.LayerNormEps, 0) {
-		return fmt.Errorf("%w: layer_norm_eps %g must be positive and finite", ErrConfig, v.LayerNormEps)
+	if n := v.NumPatches(); n > maxPatches {
+		return fmt.Errorf("%w: image_size %d with patch_size %d makes %d patches, more than %d", ErrConfig,
+			v.ImageSize, v.PatchSize, n, maxPatches)
+	}
+	if err := checkEps("", v.LayerNormEps); err != nil {
+		return err
 	}
 	if !slices.Contains(activations, v.HiddenAct) {
 		return fmt.Errorf("%w: hidden_act %q is not supported (want one of %v)", ErrConfig, v.HiddenAct, activations)

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
-	"os"
 	"slices"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // TextConfig is the part of transformers' CLIPTextConfig the text tower needs.
@@ -129,7 +129,7 @@ func ParseTextConfig(data []byte) (TextModelConfig, error) { return parseTextCon
 
 // LoadTextConfig reads and parses the config.json at path; see [ParseTextConfig].
 func LoadTextConfig(path string) (TextModelConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
 		return TextModelConfig{}, fmt.Errorf("checkpoint: %w", err)
 	}
@@ -189,22 +189,18 @@ func parseTextConfig(src string, data []byte) (TextModelConfig, error) {
 	return cfg, nil
 }
 
-// Validate checks that every size is positive, HiddenSize is a multiple of NumAttentionHeads,
-// LayerNormEps is positive and finite, HiddenAct is supported and EOSTokenID is a valid id.
+// Validate checks that every size is in range (see [Config.Validate]), HiddenSize is a multiple of NumAttentionHeads,
+// LayerNormEps is in (0, 0.01], HiddenAct is supported and EOSTokenID is a valid id.
 // Errors wrap [ErrConfig].
 func (c TextModelConfig) Validate() error {
 	t := c.Text
-	for _, f := range []struct {
-		name  string
-		value int
-	}{
-		{"vocab_size", t.VocabSize}, {"hidden_size", t.HiddenSize}, {"intermediate_size", t.IntermediateSize},
-		{"num_attention_heads", t.NumAttentionHeads}, {"num_hidden_layers", t.NumHiddenLayers},
-		{"max_position_embeddings", t.MaxPositionEmbeddings}, {"projection_dim", c.ProjectionDim},
-	} {
-		if f.value <= 0 {
-			return fmt.Errorf("%w: text %s is %d, must be positive", ErrConfig, f.name, f.value)
-		}
+	if err := checkSizes("text ", []sizeField{
+		{"vocab_size", t.VocabSize, maxVocab}, {"hidden_size", t.HiddenSize, maxWidth},
+		{"intermediate_size", t.IntermediateSize, maxIntermediate},
+		{"num_attention_heads", t.NumAttentionHeads, maxWidth}, {"num_hidden_layers", t.NumHiddenLayers, maxLayers},
+		{"max_position_embeddings", t.MaxPositionEmbeddings, maxPositions}, {"projection_dim", c.ProjectionDim, maxWidth},
+	}); err != nil {
+		return err
 	}
 	if t.HiddenSize%t.NumAttentionHeads != 0 {
 		return fmt.Errorf("%w: text hidden_size %d is not divisible by num_attention_heads %d", ErrConfig,
@@ -214,8 +210,8 @@ func (c TextModelConfig) Validate() error {
 		return fmt.Errorf("%w: text max_position_embeddings %d leaves no room for start and end tokens", ErrConfig,
 			t.MaxPositionEmbeddings)
 	}
-	if !(t.LayerNormEps > 0) || math.IsInf(t.LayerNormEps, 0) {
-		return fmt.Errorf("%w: text layer_norm_eps %g must be positive and finite", ErrConfig, t.LayerNormEps)
+	if err := checkEps("text ", t.LayerNormEps); err != nil {
+		return err
 	}
 	if !slices.Contains(activations, t.HiddenAct) {
 		return fmt.Errorf("%w: text hidden_act %q is not supported (want one of %v)", ErrConfig, t.HiddenAct, activations)

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"archive/zip"
 	"bytes"
+	"compress/flate"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -66,9 +67,13 @@ type torchStorage struct {
 	dtype  DType
 	numel  int64 // elements, as declared by the persistent id
 	buf    []byte
+	// lo and hi bound the bytes of the record that the tensors viewing it address (hi = 0: none).
+	// A compressed record is inflated up to hi only, and what lies before lo is discarded.
+	lo, hi int64
 
 	once sync.Once
-	data []byte // the record's bytes, set by load
+	data []byte // the record's bytes from base on, set by load
+	base int64  // the record offset of data[0]: 0 for a stored record, lo for an inflated one
 	err  error
 }
 
@@ -286,8 +291,10 @@ func (f *TorchFile) checkView(t *tensorRef, records map[string]*zip.File) (torch
 	}
 	size := s.dtype.Size()
 	need, ok := byteSize(s.numel, size)
-	if !ok || uint64(need) > s.record.UncompressedSize64 {
-		return torchEntry{}, fmt.Errorf("%w: storage %q: %d elements of %s do not fit its %d-byte record",
+	if !ok || uint64(need) != s.record.UncompressedSize64 {
+		// torch.save writes each storage as exactly numel × itemsize bytes; a record of any other size
+		// (a larger one could be a deflate bomb behind a small storage) is not one it wrote.
+		return torchEntry{}, fmt.Errorf("%w: storage %q: %d elements of %s do not fit its %d-byte record exactly (torch.save writes numel × itemsize bytes)",
 			ErrFormat, s.key, s.numel, s.dtype, s.record.UncompressedSize64)
 	}
 	e := torchEntry{storage: s, shape: t.shape, stride: t.stride, offset: t.offset}
@@ -312,6 +319,11 @@ func (f *TorchFile) checkView(t *tensorRef, records map[string]*zip.File) (torch
 			return torchEntry{}, fmt.Errorf("%w: view (offset %d, shape %v, stride %v) reaches element %d of storage %q, which has %d",
 				ErrFormat, t.offset, t.shape, t.stride, last, s.key, s.numel)
 		}
+		first := t.offset // strides are non-negative (checked by the unpickler), so the first element is the lowest
+		if s.hi == 0 || first*int64(size) < s.lo {
+			s.lo = first * int64(size)
+		}
+		s.hi = max(s.hi, (last+1)*int64(size))
 	}
 	e.contiguous = isContiguous(t.shape, t.stride)
 	if !e.contiguous && numel > s.numel && numel*int64(size) > maxStridedCopy {
@@ -340,12 +352,48 @@ func isContiguous(shape, stride []int64) bool {
 	return true
 }
 
-// load returns the storage's bytes: a view into the archive when stored, else inflated once.
-func (s *torchStorage) load() ([]byte, error) {
+// load returns the storage's bytes from s.base on: the whole record as a view into the archive when
+// it is stored; when it is compressed, bytes [lo, hi) inflated once (only what the views address, so a
+// record that inflates to far more than its tensors need costs no memory for the rest).
+func (s *torchStorage) load() ([]byte, int64, error) {
 	s.once.Do(func() {
-		s.data, s.err = readRecord(s.buf, s.record, uint64(math.MaxInt))
+		if s.record.Method == zip.Store {
+			s.data, s.err = readRecord(s.buf, s.record, uint64(math.MaxInt))
+			return
+		}
+		s.base = s.lo
+		s.data, s.err = inflateRange(s.record, s.lo, s.hi)
 	})
-	return s.data, s.err
+	return s.data, s.base, s.err
+}
+
+// inflateRange inflates bytes [lo, hi) of a deflated record, discarding what comes before lo and never
+// inflating past hi. The record's CRC-32 covers all of it, so it is checked only when [lo, hi) is the
+// whole record.
+func inflateRange(zf *zip.File, lo, hi int64) ([]byte, error) {
+	if lo == 0 && uint64(hi) == zf.UncompressedSize64 {
+		return readRecord(nil, zf, zf.UncompressedSize64)
+	}
+	if zf.Method != zip.Deflate {
+		return nil, fmt.Errorf("record %s: compression method %d is not supported", zf.Name, zf.Method)
+	}
+	if hi <= lo {
+		return nil, nil
+	}
+	rc, err := zf.OpenRaw()
+	if err != nil {
+		return nil, fmt.Errorf("record %s: %v", zf.Name, err)
+	}
+	fr := flate.NewReader(rc)
+	defer fr.Close()
+	if _, err := io.CopyN(io.Discard, fr, lo); err != nil {
+		return nil, fmt.Errorf("record %s: inflating to byte %d: %v", zf.Name, lo, err)
+	}
+	data := make([]byte, hi-lo)
+	if _, err := io.ReadFull(fr, data); err != nil {
+		return nil, fmt.Errorf("record %s: inflating bytes %d to %d: %v", zf.Name, lo, hi, err)
+	}
+	return data, nil
 }
 
 // Path returns the path the archive was opened from.
@@ -390,15 +438,16 @@ func (f *TorchFile) Tensor(name string) (Tensor, error) {
 	if !ok {
 		return Tensor{}, fmt.Errorf("checkpoint: %s: tensor %q: %w", f.path, name, ErrNotFound)
 	}
-	data, err := e.storage.load()
+	data, base, err := e.storage.load()
 	if err != nil {
 		return Tensor{}, fmt.Errorf("checkpoint: %s: tensor %q: %w: %v", f.path, name, ErrFormat, err)
 	}
 	size := e.storage.dtype.Size()
 	numel, _ := numElements(e.shape)
 	t := Tensor{Name: name, DType: e.storage.dtype, Shape: slices.Clone(e.shape)}
+	offset := e.offset - base/int64(size) // base is a multiple of size
 	if e.contiguous {
-		begin := int(e.offset) * size
+		begin := int(offset) * size
 		if numel == 0 {
 			begin = 0
 		}
@@ -406,7 +455,7 @@ func (f *TorchFile) Tensor(name string) (Tensor, error) {
 		t.Data = data[begin:end:end]
 		return t, nil
 	}
-	t.Data = gather(data, size, e.offset, e.shape, e.stride, numel)
+	t.Data = gather(data, size, offset, e.shape, e.stride, numel)
 	return t, nil
 }
 

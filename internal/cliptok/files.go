@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // File names of a tokenizer directory.
@@ -167,7 +169,7 @@ func readConfig(dir string) (config, error) {
 
 // readJSON decodes the JSON file at path into v; a missing file is not an error when optional.
 func readJSON(path string, v any, optional bool) error {
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if optional && errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

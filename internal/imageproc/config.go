@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // ConfigFileName is the name of the preprocessing configuration in a Hugging Face model directory.
@@ -73,7 +75,7 @@ func LoadConfig(path string) (Config, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, ConfigFileName)
 	}
-	data, err := os.ReadFile(path)
+	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
 		return Config{}, fmt.Errorf("imageproc: load config: %w", err)
 	}
@@ -251,8 +253,10 @@ func parseFilter(v json.RawMessage) (Filter, error) {
 	return 0, fmt.Errorf("unknown filter %q", s)
 }
 
-// Validate checks that the configuration can be applied: positive sizes within 16384, a supported
-// filter, a finite rescale factor, finite means and finite non-zero stds.
+// Validate checks that the configuration can be applied and keeps the image: positive sizes within
+// 16384, a resize target at least a quarter of the crop, a supported filter, finite means and finite non-zero
+// stds, and a rescale and normalisation that map the 256 levels of each channel to distinct finite
+// values.
 func (c Config) Validate() error {
 	var errs []error
 	if c.DoResize {
@@ -293,8 +297,45 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if c.DoResize && c.DoCenterCrop {
+		// A resize target under a quarter of the crop leaves a crop that is mostly padding: the image
+		// shrinks to a few pixels (size 1: one row or column) and the model sees almost nothing of it.
+		s := c.Size
+		short, cropShort := s.ShortestEdge, min(c.CropHeight, c.CropWidth)
+		if short == 0 {
+			short = min(s.Height, s.Width)
+		}
+		if short > 0 && 4*short < cropShort {
+			errs = append(errs, fmt.Errorf("size %+v: the image would be resized to less than a quarter of the %dx%d crop",
+				s, c.CropWidth, c.CropHeight))
+		}
+	}
+	if len(errs) == 0 {
+		// The 8-bit levels must stay distinct and finite after rescale and normalise: rescale_factor 0
+		// (or one so small or large that float32 rounds it away) would give every image the same input.
+		lut := c.lut()
+		for ch := range 3 {
+			if err := distinctLevels(&lut[ch]); err != nil {
+				errs = append(errs, fmt.Errorf("channel %d: %w (check rescale_factor, image_mean, image_std)", ch, err))
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("imageproc: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// distinctLevels checks that the 256 values of one channel's lookup table are finite and pairwise
+// distinct (they are monotonic, so neighbours suffice).
+func distinctLevels(lut *[256]float32) error {
+	for v, x := range lut {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("level %d becomes %v", v, x)
+		}
+		if v > 0 && x == lut[v-1] {
+			return fmt.Errorf("levels %d and %d both become %v: the input would be erased", v-1, v, x)
+		}
 	}
 	return nil
 }

@@ -8,11 +8,12 @@ import (
 	"image/gif"
 	"image/png"
 	"io"
-	"os"
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
 	"golang.org/x/image/webp"
+
+	"github.com/sdsafety/safety/internal/fileread"
 )
 
 // Sentinel errors; test with errors.Is.
@@ -164,13 +165,67 @@ func guard[T any](format string, fn func() (T, error)) (v T, err error) {
 	return fn()
 }
 
-// DecodeFile reads and decodes the image file at path (see Decode). The pixel limit is checked on
-// the header before pixels are decoded, but the file itself is read whole: callers should bound the
-// file size if needed.
-func DecodeFile(path string, opts *DecodeOptions) (*RGB, error) {
-	data, err := os.ReadFile(path)
+// Bounds of ReadFile: an encoded image may take up to bytesPerPixel bytes a pixel (uncompressed
+// 16-bit RGBA takes 8) plus fileSlack bytes of headers and metadata.
+const (
+	bytesPerPixel = 16
+	fileSlack     = 16 << 20
+)
+
+// MaxFileSize returns the largest image file ReadFile reads under opts: 16 bytes for each pixel
+// opts.MaxPixels allows, plus 16 MiB for headers and metadata.
+func MaxFileSize(opts *DecodeOptions) int64 {
+	return opts.maxPixels()*bytesPerPixel + fileSlack
+}
+
+// sniffLen is how many leading bytes Sniff needs to tell every supported format.
+const sniffLen = 16
+
+// ReadFile reads an image file for Decode without trusting it: it opens the file without blocking,
+// refuses a named pipe, device, socket or directory (fileread.ErrNotRegular, wrapped with
+// ErrUnsupportedFormat), refuses a file larger than MaxFileSize(opts) before reading it (ErrTooLarge),
+// reads the first bytes and refuses a file that is no supported format (ErrUnsupportedFormat) or empty
+// (ErrEmptyImage) before reading the rest, and reads the rest through the size limit.
+func ReadFile(path string, opts *DecodeOptions) ([]byte, error) {
+	limit := MaxFileSize(opts)
+	f, size, err := fileread.Open(path, limit)
+	switch {
+	case errors.Is(err, fileread.ErrNotRegular):
+		return nil, fmt.Errorf("imageproc: %w: %w", ErrUnsupportedFormat, err)
+	case errors.Is(err, fileread.ErrTooLarge):
+		return nil, fmt.Errorf("imageproc: %w: %w", ErrTooLarge, err)
+	case err != nil:
+		return nil, fmt.Errorf("imageproc: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, sniffLen)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("imageproc: %s: %w", path, err)
+	}
+	head = head[:n]
+	if n == 0 {
+		return nil, fmt.Errorf("imageproc: %s: no data: %w", path, ErrEmptyImage)
+	}
+	if Sniff(head) == "" { // a file shorter than sniffLen is all in head: Decode would say the same
+		return nil, fmt.Errorf("imageproc: %s: %w", path, ErrUnsupportedFormat)
+	}
+	data, err := fileread.ReadAll(f, path, head, size, limit)
+	if errors.Is(err, fileread.ErrTooLarge) {
+		return nil, fmt.Errorf("imageproc: %w: %w", ErrTooLarge, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("imageproc: %w", err)
+	}
+	return data, nil
+}
+
+// DecodeFile reads the image file at path with ReadFile (which bounds what it reads) and decodes it
+// (see Decode). Errors name the file.
+func DecodeFile(path string, opts *DecodeOptions) (*RGB, error) {
+	data, err := ReadFile(path, opts)
+	if err != nil {
+		return nil, err
 	}
 	img, err := Decode(data, opts)
 	if err != nil {

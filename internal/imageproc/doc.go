@@ -6,7 +6,9 @@
 // Pipeline, for the SD v1 feature extractor configuration ([DefaultConfig], or [LoadConfig] on a
 // model's preprocessor_config.json):
 //
-//  1. [Decode] / [DecodeFile] sniff the format (PNG, JPEG, GIF first frame, BMP, TIFF, WebP), refuse
+//  1. [DecodeFile] reads through [ReadFile] (no pipes or devices, a size bound from MaxPixels, the
+//     format sniffed from the first bytes before the rest is read).
+//     [Decode] / [DecodeFile] sniff the format (PNG, JPEG, GIF first frame, BMP, TIFF, WebP), refuse
 //     an image whose header declares more than [DecodeOptions].MaxPixels pixels before any pixel
 //     memory is allocated, decode it and convert it to packed 8-bit [RGB] with Pillow's
 //     convert("RGB") semantics ([FromImage] lists the rules: alpha dropped without compositing,

@@ -2,6 +2,7 @@ package imageproc
 
 import (
 	"bytes"
+	"errors"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
@@ -61,6 +62,42 @@ func FuzzDecodePreprocess(f *testing.F) {
 		dst := make([]float32, 3*224*224)
 		if err := cfg.Preprocess(img, dst); err != nil {
 			t.Fatalf("Preprocess of a decoded image: %v", err)
+		}
+	})
+}
+
+// FuzzReadFile writes arbitrary bytes to a file and reads them back with ReadFile (the bounded,
+// sniffing reader behind DecodeFile): it returns exactly the bytes written or one of the documented
+// errors, and it refuses exactly the inputs Decode would refuse by their first bytes or size.
+func FuzzReadFile(f *testing.F) {
+	var buf bytes.Buffer
+	png.Encode(&buf, pattern(3, 2, 1))
+	f.Add(buf.Bytes())
+	f.Add([]byte{})
+	f.Add([]byte("\xff\xd8"))
+	f.Add([]byte("RIFF\x00\x00\x00\x00WEBPVP8 "))
+	f.Add([]byte("not an image"))
+	dir := f.TempDir()
+	opts := &DecodeOptions{MaxPixels: 64} // a 16 MiB + 1 KiB file limit
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "input")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFile(path, opts)
+		switch {
+		case len(data) == 0:
+			if !errors.Is(err, ErrEmptyImage) {
+				t.Fatalf("empty file: %v, want ErrEmptyImage", err)
+			}
+		case Sniff(data) == "":
+			if !errors.Is(err, ErrUnsupportedFormat) {
+				t.Fatalf("unknown format: %v, want ErrUnsupportedFormat", err)
+			}
+		case err != nil:
+			t.Fatalf("ReadFile of %d bytes of %s: %v", len(data), Sniff(data), err)
+		case !bytes.Equal(got, data):
+			t.Fatalf("ReadFile returned %d bytes, the file has %d", len(got), len(data))
 		}
 	})
 }

@@ -99,6 +99,9 @@ type bitReader struct {
 	marker bool   // stopped at a marker (at data[pos])
 	eof    bool   // ran out of data
 	short  bool   // padding past the end of the data was consumed
+	// exhausted: padding was consumed (the data ran out at a marker or at the end): libjpeg-turbo's
+	// insufficient_data, after which it leaves the rest of the restart interval's blocks alone.
+	exhausted bool
 }
 
 func (b *bitReader) reset(pos int) {
@@ -145,8 +148,9 @@ func (b *bitReader) fill() {
 }
 
 func (b *bitReader) consume(k uint) {
-	if real := b.n - b.pad; k > real && b.eof {
-		b.short = true
+	if real := b.n - b.pad; k > real {
+		b.exhausted = true
+		b.short = b.short || b.eof
 	}
 	b.acc <<= k
 	b.n -= k
@@ -239,6 +243,7 @@ type jpegDecoder struct {
 	adobeXform    int
 	eobrun        int32
 	scans         int
+	blockVisits   int64 // blocks walked by the scans so far
 	br            bitReader
 }
 
@@ -246,6 +251,12 @@ type jpegDecoder struct {
 // scan costs no data (libjpeg feeds zeros past a marker). Real files have at most a few dozen scans;
 // djpeg suggests 500 as a limit for untrusted input.
 const maxJPEGScans = 500
+
+// maxJPEGPasses bounds the blocks all scans together may walk, as a multiple of the image's blocks:
+// within the pixel limit, 500 scans over every block of a 100-megapixel image took 27 s from a 5 KB
+// file. libjpeg's standard progressive script walks each block 4 to 6 times; 64 leaves room for any
+// encoder's script.
+const maxJPEGPasses = 64
 
 // decodeJPEG decodes data into packed RGB, the way Pillow's Image.open(...).convert("RGB") sees it.
 func decodeJPEG(data []byte) (*RGB, error) {
@@ -526,6 +537,21 @@ func (d *jpegDecoder) scan(h []byte, pos int) (int, error) {
 	} else {
 		mcusX, mcusY = d.mcusX, d.mcusY
 	}
+	perMCU := 1
+	if ns > 1 {
+		perMCU = 0
+		for _, c := range comps {
+			perMCU += c.h * c.v
+		}
+	}
+	// Bound the work of all scans together (see maxJPEGPasses), before this scan runs.
+	total := 0
+	for i := range d.comps {
+		total += d.comps[i].bw * d.comps[i].bh
+	}
+	if d.blockVisits += int64(mcusX) * int64(mcusY) * int64(perMCU); d.blockVisits > int64(maxJPEGPasses)*int64(total) {
+		return 0, fmt.Errorf("scans walk more than %d times the image's %d blocks: %w", maxJPEGPasses, total, ErrTooLarge)
+	}
 	mcu := 0
 	for my := 0; my < mcusY; my++ {
 		for mx := 0; mx < mcusX; mx++ {
@@ -533,6 +559,11 @@ func (d *jpegDecoder) scan(h []byte, pos int) (int, error) {
 				d.processRestart(comps)
 			}
 			mcu++
+			if d.br.exhausted {
+				// libjpeg-turbo's decode_mcu: once the data has run out, the MCU is left as it is
+				// (zeros in a first scan) until the next restart marker.
+				continue
+			}
 			if ns == 1 {
 				c := comps[0]
 				b := (my*c.bw + mx) * 64
@@ -572,10 +603,15 @@ func (d *jpegDecoder) processRestart(comps []*jpegComponent) {
 	for q < len(d.data) && d.data[q] == 0xff {
 		q++
 	}
-	if q < len(d.data) && d.data[q] >= 0xd0 && d.data[q] <= 0xd7 {
+	rst := q < len(d.data) && d.data[q] >= 0xd0 && d.data[q] <= 0xd7
+	if rst {
 		p = q + 1
 	}
+	exhausted := d.br.exhausted
 	d.br.reset(p)
+	// libjpeg-turbo clears insufficient_data only when it read the restart marker; stopped at any other
+	// marker, the next interval has no data either.
+	d.br.exhausted = exhausted && !rst
 	for _, c := range comps {
 		c.dcPred = 0
 	}
