@@ -95,8 +95,12 @@ func unitRow(t *testing.T, c float32, p int) []float32 {
 	}
 	row := make([]float32, p)
 	row[0], row[1] = c, s
-	if got := cosineSimilarities(e0(p), [][]float32{row})[0]; got != c {
-		t.Fatalf("unitRow(%v): cosine %v", c, got)
+	got, err := cosineSimilarities(e0(p), [][]float32{row})
+	if err != nil {
+		t.Fatalf("unitRow(%v): %v", c, err)
+	}
+	if got[0] != c {
+		t.Fatalf("unitRow(%v): cosine %v", c, got[0])
 	}
 	return row
 }

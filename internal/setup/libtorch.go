@@ -226,7 +226,7 @@ func ProvisionLibtorch(ctx context.Context, cache, version string, ix *Index, lo
 	if err != nil {
 		return "", err
 	}
-	logf("fetching torch %s from %s (about 700 MB for 2.1.0, once)", version, ix.URL)
+	logf("fetching torch %s from %s (500–700 MB, once)", version, ix.URL)
 	wheels := filepath.Join(cache, "wheels")
 	whl, err := ix.Fetch(ctx, wheels, "torch", version, "cp311", arch)
 	if err != nil {
@@ -254,12 +254,28 @@ func ProvisionLibtorch(ctx context.Context, cache, version string, ix *Index, lo
 }
 
 // cudaRuntimeWheels: the NVIDIA wheels that carry the libraries a torch wheel's libtorch_cpu.so
-// links, by soname prefix. The distribution names carry a CUDA suffix ("-cu12") in some torch
-// releases and none in others; the pin in torch's metadata says which.
-var cudaRuntimeWheels = map[string]*regexp.Regexp{
-	"libcudart.so": regexp.MustCompile(`(?m)^Requires-Dist: (nvidia-cuda-runtime(?:-cu\d+)?) ?\(?==([0-9][0-9A-Za-z.]*)`),
-	"libcupti.so":  regexp.MustCompile(`(?m)^Requires-Dist: (nvidia-cuda-cupti(?:-cu\d+)?) ?\(?==([0-9][0-9A-Za-z.]*)`),
+// links, by soname prefix, and the cuda-toolkit extra that names them. Older torch wheels pin the
+// NVIDIA wheel directly (nvidia-cuda-runtime-cu12==12.1.105); newer ones (2.15) pin
+// cuda-toolkit[cudart,cupti,…]==V, whose own metadata pins nvidia-cuda-runtime==13.2.86.* for the
+// extra "cudart".
+var cudaRuntimeWheels = []struct{ soname, dist, extra string }{
+	{"libcudart.so", "nvidia-cuda-runtime", "cudart"},
+	{"libcupti.so", "nvidia-cuda-cupti", "cupti"},
 }
+
+// requirement finds the pin of dist (with or without a -cuNN suffix) in wheel metadata: an exact
+// version, or a prefix ending in ".*". With extra set, only a requirement marked for that extra counts.
+func requirement(metadata, dist, extra string) (name, version string, ok bool) {
+	re := regexp.MustCompile(`(?m)^Requires-Dist: (` + regexp.QuoteMeta(dist) + `(?:-cu\d+)?) ?\(?==([0-9][0-9A-Za-z]*(?:\.[0-9A-Za-z]+)*(?:\.\*)?)\)?(.*)$`)
+	for _, m := range re.FindAllStringSubmatch(metadata, -1) {
+		if extra == "" || strings.Contains(m[3], "extra == '"+extra+"'") || strings.Contains(m[3], `extra == "`+extra+`"`) {
+			return m[1], m[2], true
+		}
+	}
+	return "", "", false
+}
+
+var cudaToolkitPin = regexp.MustCompile(`(?m)^Requires-Dist: cuda-toolkit\[([^\]]*)\] ?\(?==([0-9][0-9A-Za-z.]*)`)
 
 // addNvidiaRuntime puts the NVIDIA runtime libraries that tree/lib/libtorch_cpu.so needs beside it.
 func addNvidiaRuntime(ctx context.Context, ix *Index, torchWheel, tree, wheels, arch string, logf func(string, ...any)) error {
@@ -271,20 +287,41 @@ func addNvidiaRuntime(ctx context.Context, ix *Index, torchWheel, tree, wheels, 
 	if err != nil {
 		return err
 	}
+	var toolkitMeta string // cuda-toolkit's metadata, fetched when torch pins through it
 	for _, so := range deps.Needed {
-		for prefix, re := range cudaRuntimeWheels {
-			if !strings.HasPrefix(so, prefix) {
+		for _, rw := range cudaRuntimeWheels {
+			if !strings.HasPrefix(so, rw.soname) {
 				continue
 			}
 			if _, err := os.Stat(filepath.Join(tree, "lib", so)); err == nil {
 				continue
 			}
-			m := re.FindStringSubmatch(meta)
-			if m == nil {
-				return fmt.Errorf("setup: libtorch_cpu.so needs %s, but torch's metadata pins no %s wheel", so, strings.TrimSuffix(prefix, ".so"))
+			name, version, ok := requirement(meta, rw.dist, "")
+			if !ok {
+				if toolkitMeta == "" {
+					if m := cudaToolkitPin.FindStringSubmatch(meta); m != nil {
+						logf("cuda-toolkit %s (torch pins the NVIDIA wheels through it)", m[2])
+						whl, err := ix.Fetch(ctx, wheels, "cuda-toolkit", m[2], "", "any")
+						if err != nil {
+							return err
+						}
+						if toolkitMeta, err = wheelMetadata(whl); err != nil {
+							return err
+						}
+					}
+				}
+				name, version, ok = requirement(toolkitMeta, rw.dist, rw.extra)
 			}
-			logf("%s %s (libtorch_cpu.so needs %s)", m[1], m[2], so)
-			whl, err := ix.Fetch(ctx, wheels, m[1], m[2], "", arch)
+			if !ok {
+				return fmt.Errorf("setup: libtorch_cpu.so needs %s, but torch's metadata pins no %s wheel (directly or through cuda-toolkit)", so, rw.dist)
+			}
+			if strings.HasSuffix(version, ".*") {
+				if version, err = ix.Newest(ctx, name, strings.TrimSuffix(version, ".*"), arch); err != nil {
+					return err
+				}
+			}
+			logf("%s %s (libtorch_cpu.so needs %s)", name, version, so)
+			whl, err := ix.Fetch(ctx, wheels, name, version, "", arch)
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -69,14 +70,20 @@ func (ix *Index) Files(ctx context.Context, name string) ([]Wheel, error) {
 }
 
 // PickWheel chooses name==version's manylinux wheel for arch ("x86_64", "aarch64") from files: the one
-// for the CPython tag (e.g. "cp311") when there is one, else a py3-none wheel. It returns false when
-// there is neither.
+// for the CPython tag (e.g. "cp311") when there is one, else a py3-none wheel. Arch "any" picks a
+// pure-Python wheel (…-none-any.whl). It returns false when there is none.
 func PickWheel(files []Wheel, name, version, tag, arch string) (Wheel, bool) {
 	prefix := strings.ToLower(strings.ReplaceAll(name, "-", "_")) + "-" + version + "-"
 	var fallback *Wheel
 	for i, f := range files {
 		fn := f.Filename
 		if !strings.HasSuffix(fn, ".whl") || !strings.HasPrefix(strings.ToLower(fn), prefix) {
+			continue
+		}
+		if arch == "any" {
+			if strings.HasSuffix(fn, "-none-any.whl") && fallback == nil {
+				fallback = &files[i]
+			}
 			continue
 		}
 		if !strings.Contains(fn, "manylinux") || !strings.Contains(fn, arch) {
@@ -198,4 +205,49 @@ func fileSHA256(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Newest returns the highest version of name that starts with prefix + "." (or equals prefix) and has a
+// manylinux wheel for arch: how a "==13.2.86.*" requirement is resolved.
+func (ix *Index) Newest(ctx context.Context, name, prefix, arch string) (string, error) {
+	files, err := ix.Files(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	norm := strings.ToLower(strings.ReplaceAll(name, "-", "_")) + "-"
+	best := ""
+	for _, f := range files {
+		fn := f.Filename
+		if !strings.HasSuffix(fn, ".whl") || !strings.HasPrefix(strings.ToLower(fn), norm) ||
+			!strings.Contains(fn, "manylinux") || !strings.Contains(fn, arch) {
+			continue
+		}
+		v, _, _ := strings.Cut(fn[len(norm):], "-")
+		if (v == prefix || strings.HasPrefix(v, prefix+".")) && versionLess(best, v) {
+			best = v
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("setup: the index %s has no manylinux %s wheel of %s==%s.*", ix.URL, arch, name, prefix)
+	}
+	return best, nil
+}
+
+// versionLess compares dotted numeric versions ("" is lowest); non-numeric parts compare as text.
+func versionLess(a, b string) bool {
+	if a == "" {
+		return b != ""
+	}
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		na, ea := strconv.Atoi(pa[i])
+		nb, eb := strconv.Atoi(pb[i])
+		switch {
+		case ea == nil && eb == nil && na != nb:
+			return na < nb
+		case (ea != nil || eb != nil) && pa[i] != pb[i]:
+			return pa[i] < pb[i]
+		}
+	}
+	return len(pa) < len(pb)
 }

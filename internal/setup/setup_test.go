@@ -218,3 +218,40 @@ func TestBundleRefusesProgramsNotBuiltAgainstTheCache(t *testing.T) {
 		t.Errorf("err = %v, want the run-path refusal", err)
 	}
 }
+
+func TestRequirementDirectAndThroughCUDAToolkit(t *testing.T) {
+	torch21 := "Requires-Dist: nvidia-cuda-runtime-cu12 ==12.1.105 ; platform_system == \"Linux\"\nRequires-Dist: nvidia-cuda-cupti-cu12 (==12.1.105)\n"
+	if n, v, ok := requirement(torch21, "nvidia-cuda-runtime", ""); !ok || n != "nvidia-cuda-runtime-cu12" || v != "12.1.105" {
+		t.Errorf("2.1 runtime: %s %s %v", n, v, ok)
+	}
+	if n, v, ok := requirement(torch21, "nvidia-cuda-cupti", ""); !ok || n != "nvidia-cuda-cupti-cu12" || v != "12.1.105" {
+		t.Errorf("2.1 cupti: %s %s %v", n, v, ok)
+	}
+	torch215 := "Requires-Dist: cuda-toolkit[cublas,cudart,cupti]==13.2.2; platform_system == \"Linux\"\n"
+	if _, _, ok := requirement(torch215, "nvidia-cuda-runtime", ""); ok {
+		t.Errorf("2.15 pins no runtime directly")
+	}
+	if m := cudaToolkitPin.FindStringSubmatch(torch215); m == nil || m[2] != "13.2.2" {
+		t.Errorf("cuda-toolkit pin: %q", m)
+	}
+	toolkit := "Requires-Dist: nvidia-cuda-runtime==13.2.86.*; (sys_platform == 'linux') and extra == 'all'\n" +
+		"Requires-Dist: nvidia-cuda-cupti==13.2.80.*; (sys_platform == 'linux') and extra == 'cupti'\n" +
+		"Requires-Dist: nvidia-cuda-runtime==13.2.85.*; (sys_platform == 'linux') and extra == 'cudart'\n"
+	if n, v, ok := requirement(toolkit, "nvidia-cuda-runtime", "cudart"); !ok || n != "nvidia-cuda-runtime" || v != "13.2.85.*" {
+		t.Errorf("toolkit cudart: %s %s %v (want the cudart extra's pin, not the 'all' one)", n, v, ok)
+	}
+	if _, v, ok := requirement(toolkit, "nvidia-cuda-cupti", "cupti"); !ok || v != "13.2.80.*" {
+		t.Errorf("toolkit cupti: %s %v", v, ok)
+	}
+}
+
+func TestVersionLess(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		less bool
+	}{{"", "1", true}, {"13.2.86", "13.2.86.1", true}, {"13.2.9", "13.2.86", true}, {"13.2.86", "13.2.86", false}, {"2.0", "10.0", true}, {"1.0rc1", "1.0rc2", true}} {
+		if got := versionLess(c.a, c.b); got != c.less {
+			t.Errorf("versionLess(%q, %q) = %v", c.a, c.b, got)
+		}
+	}
+}
