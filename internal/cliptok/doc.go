@@ -10,7 +10,8 @@
 //     special tokens the tokenizer files declare. A token declared with normalized=false is
 //     matched in the raw text; one with normalized=true in the normalised text of step 2
 //     (leftmost-longest match, as the tokenizers library's added vocabulary does).
-//  2. Normalisation of the rest: Unicode NFC; every maximal run of White_Space characters becomes
+//  2. Normalisation of the rest: Unicode NFC (the reference's, which is not quite x/text's: see
+//     "Unicode versions" below); every maximal run of White_Space characters becomes
 //     one space; lower-casing character by character with the full Unicode mapping (so "İ" becomes
 //     "i" + U+0307 and a final "Σ" becomes "σ", as Rust's char::to_lowercase does).
 //  3. Pre-tokenisation with CLIP's pattern, the first alternative that matches at the leftmost
@@ -53,11 +54,24 @@
 //
 // # Unicode versions
 //
-// Letters, numbers, white space and case mappings come from Go's unicode package, NFC from
-// golang.org/x/text (Unicode 15.0.0 for Go < 1.27); the tokenizers library uses newer tables
-// (Oniguruma's and Rust's), in which about 5000 more code points are letters and 55 more have a
-// lower-case form. tables_gen.go, generated from the reference's answers for every code point
-// (testdata/golden/text/unicode.json), corrects those; a test checks all 1,112,064 code points.
+// Letters, numbers, white space and case mappings come from Go's unicode package (Unicode 15.0.0
+// for Go < 1.27); the tokenizers library uses newer tables (Oniguruma's and Rust's), in which about
+// 5000 more code points are letters and 55 more have a lower-case form. tables_gen.go, generated
+// from the reference's answers for every code point (testdata/golden/text/unicode.json), corrects
+// those; a test checks all 1,112,064 code points.
+//
+// For NFC it is the other way round: the reference's tables are older (Unicode 9, those of the
+// unicode-normalization-alignments crate the tokenizers library uses) than golang.org/x/text's
+// (Unicode 15.0.0), and its algorithm has no stream-safe rule. So [nfc] is this package's own
+// (decomposition, canonical ordering, composition) on x/text's data corrected by the reference's:
+// marks added in Unicode 10–15 (U+1DF6–U+1DFA, U+1ABF–U+1ACE, U+0898–U+089F, U+08CA–U+08D3, U+07FD,
+// U+09FE, U+0C3C, U+0D3B–U+0D3C, …) are starters (class 0) and never reordered; U+11938 is not
+// decomposed and U+11935 U+11930 not composed; a run of more than 30 marks is sorted as one run,
+// with no U+034F inserted. Those facts are probed from the reference's own NFC and NFD normalisers
+// for every code point by testdata/probe_nfc.py (testdata/nfc.json) and generated into
+// tables_gen.go too; tests check every probed answer, the token ids of strings that exercise each
+// difference (testdata/nfc_golden.json, from testdata/make_nfc_golden.py), and agreement with
+// x/text everywhere else.
 package cliptok
 
 //go:generate go run ../../cmd/gen-cliptok-tables

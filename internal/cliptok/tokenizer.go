@@ -7,8 +7,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // Sentinel errors; every error of this package wraps one of them.
@@ -182,10 +180,10 @@ func splitSpecials(s string, specials []special, fn func(seg string, id int)) {
 	}
 }
 
-// normalize applies the normaliser of CLIP's tokenizer: NFC, every run of white space to one
-// space, lower-casing character by character.
+// normalize applies the normaliser of CLIP's tokenizer: NFC (the reference's, see [nfc]), every run
+// of white space to one space, lower-casing character by character.
 func normalize(s string) string {
-	s = norm.NFC.String(s)
+	s = nfc(s)
 	var b strings.Builder
 	b.Grow(len(s))
 	space := false
