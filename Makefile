@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 30m
 FUZZTIME ?= 10s
 TEST_FUZZTIME ?= 3000x
 
-.PHONY: setup test vet fmt demo parity golden reference fullsize test-full bench fuzz clean
+.PHONY: setup test test-libtorch vet fmt demo parity golden reference fullsize test-full bench fuzz clean
 
 # setup: libtorch (the 2.1.0 wheel, TORCH_VERSION=… for another, or LIBTORCH=DIR) and the configured gotch in
 # the per-user cache ($$SAFETY_CACHE_DIR, default ~/.cache/sdsafety), and go.work pointing at it: the same
@@ -37,6 +37,19 @@ test: setup fmt vet
 	set -o pipefail; $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json ./... | $(GO) run ./internal/testreport -skips $(OUT)/test-skips.txt
 	FUZZTIME=$(TEST_FUZZTIME) ./scripts/fuzz.sh
 	@cat $(OUT)/test-skips.txt
+
+# test-libtorch: the whole suite against another libtorch (ALT_TORCH, default the newest PyTorch on PyPI when
+# this was written), configured in the same cache next to the default one, through a go.work of its own in
+# $(OUT)/libtorch-$(ALT_TORCH) (this checkout's go.work is left alone). It prints the wrappers that were stubbed.
+ALT_TORCH ?= 2.15.0
+test-libtorch: fmt
+	@GOWORK=off $(GO) build -o .deps/bin/safety-setup ./cmd/safety-setup
+	@dir=$$(.deps/bin/safety-setup -torch $(ALT_TORCH) -no-edit) && mkdir -p $(OUT)/libtorch-$(ALT_TORCH) && \
+		printf 'go %s\n\nuse ../..\n\nreplace github.com/sugarme/gotch v0.9.1 => %s\n' "$$($(GO) env GOVERSION | sed s/^go//)" "$$dir" > $(OUT)/libtorch-$(ALT_TORCH)/go.work && \
+		echo "test-libtorch: libtorch $(ALT_TORCH), stubbed wrappers: $$($(PYTHON) -c 'import json,sys; print(", ".join(json.load(open(sys.argv[1]))["stubbed_ops"]) or "none")' $$dir/BUILD_INFO.json)"
+	set -o pipefail; TORCH_VERSION=$(ALT_TORCH) GOWORK=$(CURDIR)/$(OUT)/libtorch-$(ALT_TORCH)/go.work \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json ./... | $(GO) run ./internal/testreport -skips $(OUT)/test-skips-$(ALT_TORCH).txt
+	@cat $(OUT)/test-skips-$(ALT_TORCH).txt
 
 # fuzz: every fuzz target for $(FUZZTIME) each (make test runs each for $(TEST_FUZZTIME) executions;
 # FUZZTIME=5m for a real run).

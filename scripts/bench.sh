@@ -60,7 +60,8 @@ go build -o "$OUT/safetycheck" ./examples/safetycheck
 # `make setup` may rebuild while this runs; LD_LIBRARY_PATH comes before a runpath.
 for lib in $(ldd "$BIN" | awk '/libgotchwrap/ { print $3 }'); do cp -f "$lib" "$OUT/lib/"; done
 export LD_LIBRARY_PATH="$PWD/$OUT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-n_images=$(find "$IMAGES" -maxdepth 1 -name 'img_*.png' 2>/dev/null | wc -l)
+# (find fails when the folder does not exist yet, as on a fresh clone: that is a count of 0, not an error)
+n_images=$( { find "$IMAGES" -maxdepth 1 -name 'img_*.png' 2>/dev/null || true; } | wc -l)
 if [ "$n_images" -lt 8 ]; then
   log "writing 8 deterministic 512x512 PNG images into $IMAGES"
   "$BIN" --mode images --images "$IMAGES" --count 8 --size 512 >/dev/null
