@@ -2,7 +2,10 @@
 # bench.sh: this module (Go, examples/bench) against the Python reference (reference/bench_reference.py) on the
 # full-size ViT-L/14 checkpoint, on the CPU, with the same thread count on both sides.
 #
-# Runs (each a fresh process; for every configuration the two sides run back to back, go then ref, and the
+# Our side runs once per libtorch in BENCH_LIBTORCH (default "2.1.0 2.15.0": gotch's own version and the
+# newest on PyPI, each configured by cmd/safety-setup in the per-user cache and built through a go.work of
+# its own), so the sides are go@2.1.0, go@2.15.0 and ref.
+# Runs (each a fresh process; for every configuration the sides run back to back, go@… then ref, and the
 # whole grid is repeated BENCH_ROUNDS times: ABAB):
 #   sgemm   a 2048³ float32 (and bfloat16) matmul through gotch and through torch, 3 untimed then 10 timed: the
 #           machine's GEMM rate, from the median product
@@ -11,7 +14,8 @@
 #   model   CheckPixels / forward only, for dtype in float32 bfloat16 and batch in 1 8
 #   e2e     PNG files → decode + preprocess + model + scores, same grid
 #   verdicts  bfloat16 against float32 on ../shared/parity (ours; the tiny model, a few seconds)
-# then prints a table and one BENCH line per dtype/batch, the last one for float32 batch 8.
+# then prints a table and one BENCH line per (libtorch, dtype, batch), each with a libtorch=VERSION field, the
+# last one for float32 batch 8 on BENCH_DEFAULT_LIBTORCH (the README's default, 2.1.0).
 #
 # The machine is shared: before each go/ref pair the script waits (BENCH_QUIET_WAIT seconds at most, out
 # of a BENCH_QUIET_BUDGET for the whole run) for the CPUs to be at least BENCH_QUIET_IDLE % idle, and it
@@ -21,7 +25,8 @@
 # Environment: BENCH_ROUNDS (3), BENCH_THREADS (nproc), BENCH_DTYPES ("float32 bfloat16"), BENCH_BATCHES
 # ("1 8"), BENCH_ITERS_SCALE (1; multiplies the per-configuration iteration counts), BENCH_QUIET_IDLE (85),
 # BENCH_QUIET_WAIT (40), BENCH_QUIET_BUDGET (300), BENCH_FULLSIZE (bench-cache/fullsize), BENCH_IMAGES
-# (bench-cache/images), BENCH_OUT (out/bench), PARITY (../shared/parity), PY (.venv/bin/python).
+# (bench-cache/images), BENCH_OUT (out/bench), PARITY (../shared/parity), PY (.venv/bin/python),
+# BENCH_LIBTORCH ("2.1.0 2.15.0"), BENCH_DEFAULT_LIBTORCH (2.1.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,8 +43,9 @@ SCALE=${BENCH_ITERS_SCALE:-1}
 QUIET_IDLE=${BENCH_QUIET_IDLE:-85}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-40}
 QUIET_BUDGET=${BENCH_QUIET_BUDGET:-300}
+LIBTORCHES=${BENCH_LIBTORCH:-2.1.0 2.15.0}
+DEFAULT_LIBTORCH=${BENCH_DEFAULT_LIBTORCH:-2.1.0}
 MODEL="$FULL/model"
-BIN="$OUT/safety-bench"
 RES="$OUT/results.jsonl"
 
 log() { echo "bench: $*" >&2; }
@@ -52,14 +58,19 @@ if [ ! -f "$FULL/.complete" ]; then
   log "creating the full-size checkpoint in $FULL (once, ~1.2 GB)"
   "$PY" reference/fullsize.py "$FULL"
 fi
-mkdir -p "$OUT/lib"
-log "building examples/bench and examples/safetycheck"
-go build -o "$BIN" ./examples/bench
-go build -o "$OUT/safetycheck" ./examples/safetycheck
-# Private copies of the gotch wrapper library: the build's runpath points into .deps, which another
-# `make setup` may rebuild while this runs; LD_LIBRARY_PATH comes before a runpath.
-for lib in $(ldd "$BIN" | awk '/libgotchwrap/ { print $3 }'); do cp -f "$lib" "$OUT/lib/"; done
-export LD_LIBRARY_PATH="$PWD/$OUT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+mkdir -p "$OUT"
+GOWORK=off go build -o "$OUT/safety-setup" ./cmd/safety-setup
+gover=$(go env GOVERSION)
+for v in $LIBTORCHES; do
+  log "libtorch $v: configuring (once, minutes) and building examples/bench"
+  dir=$("$OUT/safety-setup" -q -torch "$v" -no-edit)
+  mkdir -p "$OUT/libtorch-$v"
+  printf 'go %s\n\nuse %s\n\nreplace github.com/sugarme/gotch v0.9.1 => %s\n' "${gover#go}" "$PWD" "$dir" >"$OUT/libtorch-$v/go.work"
+  GOWORK="$PWD/$OUT/libtorch-$v/go.work" go build -o "$OUT/safety-bench-$v" ./examples/bench
+done
+BIN="$OUT/safety-bench-$DEFAULT_LIBTORCH"
+[ -x "$BIN" ] || BIN="$OUT/safety-bench-${LIBTORCHES%% *}"
+GOWORK="$PWD/$OUT/libtorch-$(basename "$BIN" | sed 's/safety-bench-//')/go.work" go build -o "$OUT/safetycheck" ./examples/safetycheck
 # (find fails when the folder does not exist yet, as on a fresh clone: that is a count of 0, not an error)
 n_images=$( { find "$IMAGES" -maxdepth 1 -name 'img_*.png' 2>/dev/null || true; } | wc -l)
 if [ "$n_images" -lt 8 ]; then
@@ -122,7 +133,8 @@ record() {
   echo "$line" | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print("bench:   %-3s %-18s %s" % (sys.argv[1], sys.argv[2], ", ".join("%s=%s" % (k, round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in ("images_per_s", "seconds", "gflops", "load_s", "peak_rss_mb") if k in r)))' "$side" "$key" >&2
 }
 
-go_run() { "$BIN" --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" 2>"$OUT/last-go.err" | tail -n 1; }
+LT=$DEFAULT_LIBTORCH # the libtorch go_run uses
+go_run() { "$OUT/safety-bench-$LT" --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" 2>"$OUT/last-go.err" | tail -n 1; }
 ref_run() {
   "$PY" reference/bench_reference.py --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" \
     2>"$OUT/last-ref.err" | tail -n 1
@@ -163,14 +175,20 @@ for round in $(seq 1 "$ROUNDS"); do
   log "round $round/$ROUNDS (load average $(cut -d' ' -f1 /proc/loadavg), $(($(date +%s) - start)) s so far)"
   for dt in float32 bfloat16; do
     wait_quiet
-    record go "sgemm/$dt" "$(go_run --mode sgemm --dtype "$dt" --iters 10 --warmup 3)"
+    for LT in $LIBTORCHES; do
+      record "go@$LT" "sgemm/$dt" "$(go_run --mode sgemm --dtype "$dt" --iters 10 --warmup 3)"
+    done
     record ref "sgemm/$dt" "$(torch_gemm "$dt" 10)"
   done
+  for LT in $LIBTORCHES; do
+    wait_quiet
+    record "go@$LT" load "$(go_run --mode load --dtype float32 --iters 1)"
+  done
   wait_quiet
-  record go load "$(go_run --mode load --dtype float32 --iters 1)"
-  wait_quiet
-  t0=$(date +%s.%N)
-  record go cold "$(go_run --mode cold --dtype float32 --t0 "$t0" --iters 1)"
+  for LT in $LIBTORCHES; do
+    t0=$(date +%s.%N)
+    record "go@$LT" cold "$(go_run --mode cold --dtype float32 --t0 "$t0" --iters 1)"
+  done
   t0=$(date +%s.%N)
   record ref cold "$(ref_run --mode cold --dtype float32 --t0 "$t0" --iters 1)"
   for dt in $DTYPES; do
@@ -179,7 +197,9 @@ for round in $(seq 1 "$ROUNDS"); do
       for mode in model e2e; do
         key="$mode/$dt/$b"
         wait_quiet
-        record go "$key" "$(go_run --mode "$mode" --dtype "$dt" --batch "$b" --iters "$it" --warmup "$wu")"
+        for LT in $LIBTORCHES; do
+          record "go@$LT" "$key" "$(go_run --mode "$mode" --dtype "$dt" --batch "$b" --iters "$it" --warmup "$wu")"
+        done
         record ref "$key" "$(ref_run --mode "$mode" --dtype "$dt" --batch "$b" --iters "$it" --warmup "$wu")"
       done
     done
@@ -220,12 +240,13 @@ PY
 fi
 log "bfloat16 vs float32 on $PARITY: $verdicts"
 
-"$PY" - "$RES" "$DTYPES" "$BATCHES" "$verdicts" <<'PY'
+"$PY" - "$RES" "$DTYPES" "$BATCHES" "$verdicts" "$LIBTORCHES" "$DEFAULT_LIBTORCH" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dtypes, batches = sys.argv[2].split(), [int(b) for b in sys.argv[3].split()]
 verdicts = sys.argv[4]
+libtorches, default_lt = sys.argv[5].split(), sys.argv[6]
 nan = float("nan")
 
 
@@ -243,13 +264,13 @@ def best(side, key, field, low=False):
     return (min(v) if low else max(v)) if v else nan
 
 
-def paired(key, field, inverse=False):
-    """median over rounds of go/ref (ref/go with inverse)."""
+def paired(go, key, field, inverse=False):
+    """median over rounds of go/ref (ref/go with inverse), go being one of the go@VERSION sides."""
     by = {}
     for r in rows:
         if r["key"] == key and r["r"].get(field):
             by.setdefault(r["round"], {})[r["side"]] = r["r"][field]
-    q = [(p["ref"] / p["go"] if inverse else p["go"] / p["ref"]) for p in by.values() if "go" in p and "ref" in p]
+    q = [(p["ref"] / p[go] if inverse else p[go] / p["ref"]) for p in by.values() if go in p and "ref" in p]
     return statistics.median(q) if q else nan
 
 
@@ -261,53 +282,58 @@ def ratio(a, b):
     return a / b if b and a == a and b == b else nan
 
 
-sg_go, sg_ref = med("go", "sgemm/float32", "gflops"), med("ref", "sgemm/float32", "gflops")
-bg_go, bg_ref = med("go", "sgemm/bfloat16", "gflops"), med("ref", "sgemm/bfloat16", "gflops")
-cold_go, cold_ref = med("go", "cold", "seconds"), med("ref", "cold", "seconds")
-cold_ratio = ratio(cold_ref, cold_go)
-load_go = med("go", "load", "load_s")
-idle = [r["idle_before"] for r in rows]
-print()
-print(f"CPU idle before the runs: median {statistics.median(idle) if idle else 'n/a'}%, min {min(idle) if idle else 'n/a'}%")
-print(f"GEMM 2048^3 GFLOP/s (median; best): float32 gotch {fmt(sg_go, 1)}; {fmt(best('go', 'sgemm/float32', 'gflops'), 1)}, "
-      f"torch {fmt(sg_ref, 1)}; {fmt(best('ref', 'sgemm/float32', 'gflops'), 1)} | bfloat16 gotch {fmt(bg_go, 1)}; "
-      f"{fmt(best('go', 'sgemm/bfloat16', 'gflops'), 1)}, torch {fmt(bg_ref, 1)}; {fmt(best('ref', 'sgemm/bfloat16', 'gflops'), 1)}")
-print(f"cold start s (median; best): go {fmt(cold_go)}; {fmt(best('go', 'cold', 'seconds', True))} "
-      f"(start-up {fmt(med('go', 'cold', 'startup_s'))}, load {fmt(med('go', 'cold', 'load_s'))}, "
-      f"first image {fmt(med('go', 'cold', 'first_batch_s'))}), ref {fmt(cold_ref)}; {fmt(best('ref', 'cold', 'seconds', True))}; "
-      f"ratio {fmt(cold_ratio)}, paired {fmt(paired('cold', 'seconds', True))}")
-print(f"load of the 1.2 GB safetensors (go, warm page cache): median {fmt(load_go)} s, "
-      f"all {[round(x, 2) for x in vals('go', 'load', 'load_s')]}")
-print(f"bfloat16 vs float32 verdicts on the parity fixture: {verdicts}")
-print()
-hdr = ("dtype", "batch", "go e2e img/s", "ref e2e img/s", "e2e ratio (paired; best)", "go model img/s", "ref model img/s",
-       "model ratio (paired; best)", "go GFLOP/s (at 162)", "go RSS MB", "ref RSS MB", "rss ratio")
-print("| " + " | ".join(hdr) + " |")
-print("|" + "---|" * len(hdr))
 lines = []
-for dt in dtypes:
-    for b in batches:
-        ke, km = f"e2e/{dt}/{b}", f"model/{dt}/{b}"
-        e_go, e_ref = med("go", ke, "images_per_s"), med("ref", ke, "images_per_s")
-        m_go, m_ref = med("go", km, "images_per_s"), med("ref", km, "images_per_s")
-        gf, gf162 = med("go", km, "gflops"), med("go", km, "gflops_162")
-        rss_go, rss_ref = med("go", km, "peak_rss_mb"), med("ref", km, "peak_rss_mb")
-        e_r, m_r = ratio(e_go, e_ref), ratio(m_go, m_ref)
-        e_b = ratio(best("go", ke, "images_per_s"), best("ref", ke, "images_per_s"))
-        m_b = ratio(best("go", km, "images_per_s"), best("ref", km, "images_per_s"))
-        print("| " + " | ".join([dt, str(b), fmt(e_go, 3), fmt(e_ref, 3),
-                                 f"{fmt(e_r)} ({fmt(paired(ke, 'images_per_s'))}; {fmt(e_b)})", fmt(m_go, 3), fmt(m_ref, 3),
-                                 f"{fmt(m_r)} ({fmt(paired(km, 'images_per_s'))}; {fmt(m_b)})", f"{fmt(gf, 1)} ({fmt(gf162, 1)})",
-                                 fmt(rss_go, 0), fmt(rss_ref, 0), fmt(ratio(rss_ref, rss_go))]) + " |")
-        lines.append((dt, b, f"BENCH device=cpu dtype={dt} batch={b} e2e_ratio={fmt(e_r)} model_ratio={fmt(m_r)} "
-                             f"cold_ratio={fmt(cold_ratio)} rss_ratio={fmt(ratio(rss_ref, rss_go))} go_img_s={fmt(e_go, 3)} "
-                             f"ref_img_s={fmt(e_ref, 3)} model_gflops={fmt(gf, 1)} sgemm_gflops={fmt(sg_go, 1)}"))
-print()
-print("(medians over the rounds; go_img_s/ref_img_s: end-to-end images/s; model_gflops: our model-only rate on the "
-      "156.4 GFLOP per image we execute (in brackets: at the reference's 162.0 GFLOP per image); sgemm_gflops: "
-      "2048^3 float32 matmul through gotch; RSS: peak of the model-mode process, load included; cold_ratio: "
-      "float32, one image)")
-lines.sort(key=lambda x: (x[0] == "float32" and x[1] == 8, x[0] == "float32", x[1]))
-for _, _, l in lines:
+for lt in libtorches:
+    go = "go@" + lt
+    print()
+    print(f"## libtorch {lt}" + (" (the default)" if lt == default_lt else ""))
+    sg_go, sg_ref = med(go, "sgemm/float32", "gflops"), med("ref", "sgemm/float32", "gflops")
+    bg_go, bg_ref = med(go, "sgemm/bfloat16", "gflops"), med("ref", "sgemm/bfloat16", "gflops")
+    cold_go, cold_ref = med(go, "cold", "seconds"), med("ref", "cold", "seconds")
+    cold_ratio = ratio(cold_ref, cold_go)
+    load_go = med(go, "load", "load_s")
+    idle = [r["idle_before"] for r in rows]
+    print()
+    print(f"CPU idle before the runs: median {statistics.median(idle) if idle else 'n/a'}%, min {min(idle) if idle else 'n/a'}%")
+    print(f"GEMM 2048^3 GFLOP/s (median; best): float32 gotch {fmt(sg_go, 1)}; {fmt(best(go, 'sgemm/float32', 'gflops'), 1)}, "
+          f"torch {fmt(sg_ref, 1)}; {fmt(best('ref', 'sgemm/float32', 'gflops'), 1)} | bfloat16 gotch {fmt(bg_go, 1)}; "
+          f"{fmt(best(go, 'sgemm/bfloat16', 'gflops'), 1)}, torch {fmt(bg_ref, 1)}; {fmt(best('ref', 'sgemm/bfloat16', 'gflops'), 1)}")
+    print(f"cold start s (median; best): go {fmt(cold_go)}; {fmt(best(go, 'cold', 'seconds', True))} "
+          f"(start-up {fmt(med(go, 'cold', 'startup_s'))}, load {fmt(med(go, 'cold', 'load_s'))}, "
+          f"first image {fmt(med(go, 'cold', 'first_batch_s'))}), ref {fmt(cold_ref)}; {fmt(best('ref', 'cold', 'seconds', True))}; "
+          f"ratio {fmt(cold_ratio)}, paired {fmt(paired(go, 'cold', 'seconds', True))}")
+    print(f"load of the 1.2 GB safetensors (go, warm page cache): median {fmt(load_go)} s, "
+          f"all {[round(x, 2) for x in vals(go, 'load', 'load_s')]}")
+    print(f"bfloat16 vs float32 verdicts on the parity fixture: {verdicts}")
+    print()
+    hdr = ("dtype", "batch", "go e2e img/s", "ref e2e img/s", "e2e ratio (paired; best)", "go model img/s", "ref model img/s",
+           "model ratio (paired; best)", "go GFLOP/s (at 162)", "go RSS MB", "ref RSS MB", "rss ratio")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for dt in dtypes:
+        for b in batches:
+            ke, km = f"e2e/{dt}/{b}", f"model/{dt}/{b}"
+            e_go, e_ref = med(go, ke, "images_per_s"), med("ref", ke, "images_per_s")
+            m_go, m_ref = med(go, km, "images_per_s"), med("ref", km, "images_per_s")
+            gf, gf162 = med(go, km, "gflops"), med(go, km, "gflops_162")
+            rss_go, rss_ref = med(go, km, "peak_rss_mb"), med("ref", km, "peak_rss_mb")
+            e_r, m_r = ratio(e_go, e_ref), ratio(m_go, m_ref)
+            e_b = ratio(best(go, ke, "images_per_s"), best("ref", ke, "images_per_s"))
+            m_b = ratio(best(go, km, "images_per_s"), best("ref", km, "images_per_s"))
+            print("| " + " | ".join([dt, str(b), fmt(e_go, 3), fmt(e_ref, 3),
+                                     f"{fmt(e_r)} ({fmt(paired(go, ke, 'images_per_s'))}; {fmt(e_b)})", fmt(m_go, 3), fmt(m_ref, 3),
+                                     f"{fmt(m_r)} ({fmt(paired(go, km, 'images_per_s'))}; {fmt(m_b)})", f"{fmt(gf, 1)} ({fmt(gf162, 1)})",
+                                     fmt(rss_go, 0), fmt(rss_ref, 0), fmt(ratio(rss_ref, rss_go))]) + " |")
+            lines.append((lt, dt, b, f"BENCH device=cpu libtorch={lt} dtype={dt} batch={b} e2e_ratio={fmt(e_r)} model_ratio={fmt(m_r)} "
+                                 f"cold_ratio={fmt(cold_ratio)} rss_ratio={fmt(ratio(rss_ref, rss_go))} go_img_s={fmt(e_go, 3)} "
+                                 f"ref_img_s={fmt(e_ref, 3)} model_gflops={fmt(gf, 1)} sgemm_gflops={fmt(sg_go, 1)}"))
+    print()
+    print("(medians over the rounds; go_img_s/ref_img_s: end-to-end images/s; model_gflops: our model-only rate on the "
+          "156.4 GFLOP per image we execute (in brackets: at the reference's 162.0 GFLOP per image); sgemm_gflops: "
+          "2048^3 float32 matmul through gotch; RSS: peak of the model-mode process, load included; cold_ratio: "
+          "float32, one image)")
+
+lines.sort(key=lambda x: (x[0] == default_lt and x[1] == "float32" and x[2] == 8, x[0] == default_lt, x[1] == "float32", x[2]))
+for _, _, _, l in lines:
     print(l)
 PY
