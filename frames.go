@@ -22,7 +22,8 @@ var ErrAnimatedPNG = imageproc.ErrAnimatedPNG
 // WithMaxFrames bounds the all-frames methods ([Checker.CheckEncodedFrames] and the others of this
 // file): an input with more than n frames is refused with ErrImageTooLarge before any frame is
 // decoded (default DefaultMaxFrames = 1000). WithMaxPixels applies to the canvas (a GIF's logical
-// screen). Decoding holds one canvas and one frame at a time; its work grows as frames × canvas pixels.
+// screen), and frames × canvas pixels may be at most 10 × WithMaxPixels (10^9 by default), also
+// checked before decoding. Decoding holds one canvas and one frame at a time.
 func WithMaxFrames(n int) Option {
 	return func(o *options) error {
 		if n <= 0 {

@@ -13,6 +13,11 @@ import (
 // frames than this before decoding any of them.
 const DefaultMaxFrames = 1000
 
+// FrameWorkFactor bounds the work of DecodeFrames: every frame is a whole canvas, so frames × canvas
+// pixels may be at most FrameWorkFactor × MaxPixels (10^9 at the default 100 megapixels); a tiny file
+// with a huge screen and many 1×1 frames is refused before decoding.
+const FrameWorkFactor = 10
+
 // ErrAnimatedPNG: DecodeFrames was given an animated PNG (APNG). Only its default image can be
 // decoded (image/png does not read fcTL/fdAT frames); Decode returns that image, as the reference's
 // Image.open does.
@@ -31,7 +36,8 @@ func (o *DecodeOptions) maxFrames() int {
 // one frame, the image Decode returns (a multi-page TIFF: the first page). An animated PNG is refused
 // with ErrAnimatedPNG. The frame count is read from the GIF's block structure and refused with
 // ErrTooLarge when it is more than opts.MaxFrames, and the logical screen is checked against
-// opts.MaxPixels, before any frame is decoded; one canvas and one frame are held at a time, so the
+// opts.MaxPixels and frames × screen pixels against FrameWorkFactor × MaxPixels, before any frame is
+// decoded; one canvas and one frame are held at a time, so the
 // memory is bounded by the canvas and the work by frames × canvas pixels. An error from fn stops the
 // walk and is returned as is; a decode error names the frame. fn owns the *RGB it is given.
 func DecodeFrames(data []byte, opts *DecodeOptions, fn func(index int, img *RGB) error) (int, error) {
@@ -217,6 +223,10 @@ func gifFrames(d []byte, opts *DecodeOptions, fn func(int, *RGB) error) (int, er
 	}
 	if len(frames) == 0 {
 		return 0, fmt.Errorf("imageproc: decode gif: no frames: %w", ErrEmptyImage)
+	}
+	if total, limit := int64(len(frames))*int64(w)*int64(h), FrameWorkFactor*opts.maxPixels(); total > limit {
+		return 0, fmt.Errorf("imageproc: decode gif: %d frames of %dx%d are %d pixels, more than %d (%d x the pixel limit): %w",
+			len(frames), w, h, total, limit, FrameWorkFactor, ErrTooLarge)
 	}
 	bg := 0
 	if d[10]&0x80 != 0 {

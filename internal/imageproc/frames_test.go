@@ -69,8 +69,14 @@ func TestGoldenFrames(t *testing.T) {
 // tinyGIF encodes n 1×1 frames (an "animation bomb" when n is large).
 func tinyGIF(t testing.TB, n int) []byte {
 	t.Helper()
+	return tinyGIFScreen(t, n, 1, 1)
+}
+
+// tinyGIFScreen encodes n 1×1 frames on a w×h logical screen.
+func tinyGIFScreen(t testing.TB, n, w, h int) []byte {
+	t.Helper()
 	pal := color.Palette{color.RGBA{255, 0, 0, 255}, color.RGBA{0, 0, 255, 255}}
-	g := &gif.GIF{}
+	g := &gif.GIF{Config: image.Config{Width: w, Height: h, ColorModel: pal}}
 	for i := range n {
 		m := image.NewPaletted(image.Rect(0, 0, 1, 1), pal)
 		m.Pix[0] = uint8(i % 2)
@@ -108,6 +114,9 @@ func TestDecodeFramesBounds(t *testing.T) {
 		{"10 frames, limit 10", tinyGIF(t, 10), &DecodeOptions{MaxFrames: 10}, nil, 10, nil, ""},
 		{"1000 frames, default limit", tinyGIF(t, 1000), nil, nil, 1000, nil, ""},
 		{"screen over MaxPixels", gifOf(t, 40, 30), &DecodeOptions{MaxPixels: 1000}, nil, 0, ErrTooLarge, "40x30"},
+		{"frames x screen over 10 x MaxPixels", tinyGIFScreen(t, 11, 10, 10), &DecodeOptions{MaxPixels: 100}, nil, 0, ErrTooLarge, "11 frames of 10x10"},
+		{"frames x screen at 10 x MaxPixels", tinyGIFScreen(t, 10, 10, 10), &DecodeOptions{MaxPixels: 100}, nil, 10, nil, ""},
+		{"1000 1x1 frames on a 10000x10000 screen", tinyGIFScreen(t, 1000, 10000, 10000), nil, nil, 0, ErrTooLarge, "more than 1000000000"},
 		{"APNG", apng, nil, nil, 0, ErrAnimatedPNG, "only the default image"},
 		{"still PNG", still, nil, nil, 1, nil, ""},
 		{"fn error", tinyGIF(t, 5), nil, func(i int, _ *RGB) error {
