@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/gif"
+	"io"
 )
 
 // DefaultMaxFrames is the default DecodeOptions.MaxFrames: DecodeFrames refuses an input with more
@@ -94,8 +95,9 @@ type gifFrame struct {
 }
 
 // gifScan walks a GIF's blocks and lists its frames, stopping with an error once there are more than
-// maxFrames. A stream that ends inside a frame ends the list there (the frame is left out when its
-// data is cut short; image/gif decides whether what is left decodes).
+// maxFrames. A stream that ends inside an image descriptor, its colour table or its data is an error
+// wrapping io.ErrUnexpectedEOF naming the frame (Pillow: "image file is truncated"); one that ends
+// between blocks, without a trailer, ends the list.
 func gifScan(d []byte, maxFrames int) (frames []gifFrame, global []byte, err error) {
 	if len(d) < 13 {
 		return nil, nil, errors.New("gif: truncated header")
@@ -123,17 +125,21 @@ func gifScan(d []byte, maxFrames int) (frames []gifFrame, global []byte, err err
 				return frames, global, nil
 			}
 			if d[p+1] == 0xf9 && p+7 < len(d) && d[p+2] == 4 {
+				// As Pillow reads a second extension before the same image: a zero disposal and
+				// an unset transparency flag leave what an earlier one said.
 				cur.gce = true
-				cur.disposal = int(d[p+3]>>2) & 7
-				cur.trans = -1
+				if dis := int(d[p+3]>>2) & 7; dis != 0 {
+					cur.disposal = dis
+				}
 				if d[p+3]&1 != 0 {
 					cur.trans = int(d[p+6])
 				}
 			}
 			p = skip(p + 2)
 		case 0x2c:
+			truncated := fmt.Errorf("gif: frame %d is cut short: %w", len(frames), io.ErrUnexpectedEOF)
 			if p+10 > len(d) {
-				return frames, global, nil
+				return nil, nil, truncated
 			}
 			f := cur
 			f.start = p
@@ -145,14 +151,14 @@ func gifScan(d []byte, maxFrames int) (frames []gifFrame, global []byte, err err
 			if flags := d[p+9]; flags&0x80 != 0 {
 				n := 3 << (int(flags&7) + 1)
 				if q+n > len(d) {
-					return frames, global, nil
+					return nil, nil, truncated
 				}
 				f.pal = d[q : q+n]
 				q += n
 			}
 			q = skip(q + 1) // LZW minimum code size, then the data sub-blocks
 			if q > len(d) {
-				return frames, global, nil
+				return nil, nil, truncated
 			}
 			f.end = q
 			if len(frames) == maxFrames {
@@ -232,9 +238,10 @@ func gifFrames(d []byte, opts *DecodeOptions, fn func(int, *RGB) error) (int, er
 	if d[10]&0x80 != 0 {
 		bg = int(d[11])
 	}
-	// rgbOf is Pillow's _rgb: an index past the table reads entry 0; no table reads black.
-	rgbOf := func(pal []byte, i int) [3]byte {
-		if 3*i+3 > len(pal) {
+	// rgbOf is the colour of index i of a frame's table as Pillow fills with it: on frame 0 (a "P"
+	// image) an index past the table is black; on later frames (RGB, Pillow's _rgb) it reads entry 0.
+	rgbOf := func(frame int, pal []byte, i int) [3]byte {
+		if 3*i+3 > len(pal) && frame > 0 {
 			i = 0
 		}
 		if 3*i+3 > len(pal) {
@@ -288,7 +295,7 @@ func gifFrames(d []byte, opts *DecodeOptions, fn func(int, *RGB) error) (int, er
 			if f.trans >= 0 {
 				idx = f.trans
 			}
-			c := rgbOf(f.pal, idx)
+			c := rgbOf(i, f.pal, idx)
 			pendFill = &c
 		case 3:
 			if i > 0 {
@@ -299,7 +306,7 @@ func gifFrames(d []byte, opts *DecodeOptions, fn func(int, *RGB) error) (int, er
 					copy(pendSaved[(y-f.rect.Min.Y)*rw:], canvas[o:o+rw])
 				}
 			} else if f.trans >= 0 {
-				c := rgbOf(f.pal, f.trans)
+				c := rgbOf(i, f.pal, f.trans)
 				pendFill = &c
 			}
 		}

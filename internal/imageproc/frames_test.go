@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/color"
 	"image/gif"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,7 +92,8 @@ func tinyGIFScreen(t testing.TB, n, w, h int) []byte {
 }
 
 // TestDecodeFramesBounds: an input with more frames than MaxFrames, or a screen over MaxPixels, is
-// refused with ErrTooLarge before fn sees any frame; an APNG is refused with ErrAnimatedPNG; a still
+// refused with ErrTooLarge before fn sees any frame, and one cut inside a frame with
+// io.ErrUnexpectedEOF (a missing trailer is fine); an APNG is refused with ErrAnimatedPNG; a still
 // image gives one frame; fn's error stops the walk.
 func TestDecodeFramesBounds(t *testing.T) {
 	apng, err := os.ReadFile(filepath.Join("testdata", "frames", "apng.png"))
@@ -125,6 +127,8 @@ func TestDecodeFramesBounds(t *testing.T) {
 			}
 			return nil
 		}, 2, stop, ""},
+		{"last frame cut short", func() []byte { d := tinyGIF(t, 3); return d[:len(d)-4] }(), nil, nil, 0, io.ErrUnexpectedEOF, "frame 2 is cut short"},
+		{"no trailer", func() []byte { d := tinyGIF(t, 3); return d[:len(d)-1] }(), nil, nil, 3, nil, ""},
 		{"not an image", []byte("hello, world"), nil, nil, 0, ErrUnsupportedFormat, ""},
 		{"no data", nil, nil, nil, 0, ErrEmptyImage, ""},
 	}
@@ -151,7 +155,7 @@ func TestDecodeFramesBounds(t *testing.T) {
 			if n != tc.frames {
 				t.Errorf("%d frames, want %d", n, tc.frames)
 			}
-			if tc.wantErr == ErrTooLarge && calls != 0 {
+			if (tc.wantErr == ErrTooLarge || tc.wantErr == io.ErrUnexpectedEOF) && calls != 0 {
 				t.Errorf("fn called %d times before the refusal", calls)
 			}
 		})

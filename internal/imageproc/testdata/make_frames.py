@@ -139,6 +139,12 @@ gifs = {
         fr(7, 3, 9, 13, disposal=2, local=PAL),
         fr(4, 4, 4, 4, local=LOCAL),
     ]),
+    # a 2-colour global table and a background index past it, disposal 2 on frames 0 and 1
+    "background_past_table.gif": gif(W, H, PAL[3:5], 5, [
+        fr(2, 2, 12, 9, disposal=2, pix=rand(12, 9, 2)),
+        fr(8, 5, 10, 10, disposal=2, pix=rand(10, 10, 2)),
+        fr(0, 0, 6, 6, disposal=1, pix=rand(6, 6, 2)),
+    ], bits=1),
 }
 
 os.makedirs(out, exist_ok=True)
