@@ -160,6 +160,29 @@ for name, data in gifs.items():
     Image.fromarray(np.concatenate(frames, 0), "RGB").save(path + ".frames.png")
     print(name, len(data), "bytes,", len(frames), "frames")
 
+# Animations as Pillow's own encoder writes them (it crops each frame to what changed: offsets, and
+# a transparent index for unchanged pixels when optimising).
+y, x = np.mgrid[0:31, 0:45]
+base = np.stack([x * 5, y * 8, (x + y) * 3], -1).astype(np.uint8)
+moving = []
+for k in range(6):
+    a = base.copy()
+    a[5 + k * 3:14 + k * 3, 4 + k * 5:16 + k * 5] = [250, 250, 250 - 40 * k]
+    moving.append(Image.fromarray(a, "RGB").quantize(32, dither=Image.Dither.NONE))
+for name, params in {
+    "pillow_disposal2.gif": dict(disposal=2, optimize=False),
+    "pillow_optimized.gif": dict(disposal=1, optimize=True, transparency=0),
+}.items():
+    path = os.path.join(out, name)
+    moving[0].save(path, save_all=True, append_images=moving[1:], duration=50, loop=0, **params)
+    im = Image.open(path)
+    frames = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        frames.append(np.asarray(im.convert("RGB")))
+    Image.fromarray(np.concatenate(frames, 0), "RGB").save(path + ".frames.png")
+    print(name, os.path.getsize(path), "bytes,", len(frames), "frames")
+
 # An animated PNG: two frames, the default image is the first.
 a = Image.new("RGB", (8, 6), (200, 10, 10))
 b = Image.new("RGB", (8, 6), (10, 10, 200))
