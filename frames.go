@@ -19,8 +19,8 @@ const DefaultMaxFrames = imageproc.DefaultMaxFrames
 // image can be decoded, and that is what [Checker.PreprocessEncoded] checks.
 var ErrAnimatedPNG = imageproc.ErrAnimatedPNG
 
-// WithMaxFrames bounds the all-frames methods ([Checker.CheckEncodedFrames] and the others of this
-// file): an input with more than n frames is refused with ErrImageTooLarge before any frame is
+// WithMaxFrames bounds the all-frames methods ([Checker.CheckEncodedFrames], [Checker.CheckFileFrames],
+// [Checker.PreprocessEncodedFrames], [Checker.PreprocessFileFrames]): an input with more than n frames is refused with ErrImageTooLarge before any frame is
 // decoded (default DefaultMaxFrames = 1000). WithMaxPixels applies to the canvas (a GIF's logical
 // screen), and frames × canvas pixels may be at most 10 × WithMaxPixels (10^9 by default), also
 // checked before decoding. Decoding holds one canvas and one frame at a time.

@@ -38,9 +38,9 @@ func (o *DecodeOptions) maxFrames() int {
 // with ErrAnimatedPNG. The frame count is read from the GIF's block structure and refused with
 // ErrTooLarge when it is more than opts.MaxFrames, and the logical screen is checked against
 // opts.MaxPixels and frames × screen pixels against FrameWorkFactor × MaxPixels, before any frame is
-// decoded; one canvas and one frame are held at a time, so the
-// memory is bounded by the canvas and the work by frames × canvas pixels. An error from fn stops the
-// walk and is returned as is; a decode error names the frame. fn owns the *RGB it is given.
+// decoded. One canvas and one frame are held at a time, so memory is bounded by the canvas. An error
+// from fn stops the walk and is returned as is, with the number of frames fn accepted before it; a
+// decode error names the frame. fn owns the *RGB it is given.
 func DecodeFrames(data []byte, opts *DecodeOptions, fn func(index int, img *RGB) error) (int, error) {
 	if fn == nil {
 		return 0, errors.New("imageproc: decode frames: nil callback")
