@@ -41,6 +41,7 @@ type options struct {
 	threads     int
 	adjustment  float32
 	maxPixels   int64
+	maxFrames   int // all-frames methods only (WithMaxFrames); 0: imageproc.DefaultMaxFrames
 	orientation bool
 	processor   string // preprocessor_config.json path override
 

@@ -33,6 +33,7 @@ required=(
 	"internal/imageproc FuzzProcessorConfig"    # preprocessor_config.json parsing
 	"internal/imageproc FuzzDecodePreprocess"   # image decoding + preprocessing
 	"internal/imageproc FuzzReadFile"           # bounded image-file reader
+	"internal/imageproc FuzzDecodeFrames"       # every frame of animated inputs (GIF block walker)
 )
 
 # Discover "package target" pairs: func FuzzX(f *testing.F) in the module's _test.go files, outside

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 
 // TestCheckAllStopsWhenInterrupted covers issue 13 item 4: after Ctrl-C (the context cancelled with
 // errInterrupted) the command opens no further file, and every input left gets the interruption as
-// its row's error.
+// its row's error. The same holds with -all-frames.
 func TestCheckAllStopsWhenInterrupted(t *testing.T) {
 	checker, err := safety.Load(goldenModel, safety.WithDevice(safety.DeviceCPU))
 	if err != nil {
@@ -33,20 +34,24 @@ func TestCheckAllStopsWhenInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(errInterrupted)
 	c := config{batch: 2, quiet: true}
-	outcomes := checkAll(ctx, checker, inputs, c, &bytes.Buffer{})
-	if len(outcomes) != len(inputs) {
-		t.Fatalf("%d outcomes for %d inputs", len(outcomes), len(inputs))
-	}
-	for i, o := range outcomes {
-		if o.file != inputs[i] || !errors.Is(o.err, errInterrupted) || o.result != nil {
-			// A missing file would say "no such file" had it been opened.
-			t.Errorf("input %d: %s, %v, %v; want %s with errInterrupted", i, o.file, o.result, o.err, inputs[i])
+	for name, check := range map[string]func(context.Context, *safety.Checker, []string, config, io.Writer) []outcome{
+		"checkAll": checkAll, "checkAllFrames (-all-frames)": checkAllFrames,
+	} {
+		outcomes := check(ctx, checker, inputs, c, &bytes.Buffer{})
+		if len(outcomes) != len(inputs) {
+			t.Fatalf("%s: %d outcomes for %d inputs", name, len(outcomes), len(inputs))
 		}
-	}
-	// The control: without the interruption the same inputs are opened and checked.
-	outcomes = checkAll(context.Background(), checker, inputs, c, &bytes.Buffer{})
-	if outcomes[0].result == nil || !errors.Is(outcomes[1].err, os.ErrNotExist) || outcomes[2].result == nil {
-		t.Errorf("uninterrupted: %+v", outcomes)
+		for i, o := range outcomes {
+			if o.file != inputs[i] || !errors.Is(o.err, errInterrupted) || o.result != nil {
+				// A missing file would say "no such file" had it been opened.
+				t.Errorf("%s: input %d: %s, %v, %v; want %s with errInterrupted", name, i, o.file, o.result, o.err, inputs[i])
+			}
+		}
+		// The control: without the interruption the same inputs are opened and checked.
+		outcomes = check(context.Background(), checker, inputs, c, &bytes.Buffer{})
+		if outcomes[0].result == nil || !errors.Is(outcomes[1].err, os.ErrNotExist) || outcomes[2].result == nil {
+			t.Errorf("%s: uninterrupted: %+v", name, outcomes)
+		}
 	}
 }
 

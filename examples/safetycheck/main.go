@@ -5,8 +5,11 @@
 // A directory argument means every image file in it, by extension (sorted by name); what else it holds,
 // subdirectories included, is listed on stderr as skipped. With -json it prints one JSON
 // object per input, in input order; for an input that could not be checked the object holds only
-// "file" and "error". Exit status: 0 when every input was checked (whatever the verdicts), 1 when some
-// input could not be checked, 2 for usage errors, 3 with -fail-on-nsfw when an image was flagged.
+// "file" and "error". With -all-frames every frame of an animated GIF is checked and a checked input's
+// object holds "nsfw" and "special_care" (true when true for some frame), "flagged_frames" and
+// "frames" (per-frame verdicts and scores). Exit status: 0 when every input was checked (whatever the
+// verdicts), 1 when some input could not be checked, 2 for usage errors, 3 with -fail-on-nsfw when an
+// image was flagged.
 package main
 
 import (
@@ -51,6 +54,7 @@ type config struct {
 	textModel                  string
 	concepts                   conceptFlag
 	conceptsCount              bool
+	allFrames                  bool
 }
 
 func main() {
@@ -76,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.quiet, "q", false, "no progress output")
 	fs.StringVar(&c.textModel, "text-model", "", "CLIP checkpoint directory (openai/clip-vit-large-patch14 layout) for -concept")
 	fs.Var(&c.concepts, "concept", "custom concept NAME=THRESHOLD:TEXT, scored with the CLIP text tower of -text-model (repeatable)")
+	fs.BoolVar(&c.allFrames, "all-frames", false, "check every frame of animated GIFs; a row is nsfw when any frame is (APNG: an error)")
 	fs.BoolVar(&c.conceptsCount, "concepts-count", false, "a custom concept hit makes the image NSFW")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: safetycheck [flags] FILE|DIR...\n\nChecks images with the Stable Diffusion safety checker.\n\nflags:\n")
@@ -112,6 +117,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "safetycheck: %v\n", err)
 		return exitUsage
 	}
+	if c.allFrames && c.pixelsDir != "" {
+		fmt.Fprintln(stderr, "safetycheck: -pixels writes one image per input: not with -all-frames")
+		return exitUsage
+	}
 	if c.pixelsDir != "" {
 		if err := pixelNameClash(inputs); err != nil {
 			fmt.Fprintf(stderr, "safetycheck: -pixels: %v\n", err)
@@ -143,12 +152,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	outcomes := checkAll(ctx, checker, inputs, c, stderr)
+	check := checkAll
+	if c.allFrames {
+		check = checkAllFrames
+	}
+	outcomes := check(ctx, checker, inputs, c, stderr)
 	code := exitOK
 	if c.jsonOut {
 		enc := json.NewEncoder(stdout)
 		for _, o := range outcomes {
-			if err := enc.Encode(o.record()); err != nil {
+			var rec any = o.record()
+			if c.allFrames {
+				rec = o.framesRecord()
+			}
+			if err := enc.Encode(rec); err != nil {
 				fmt.Fprintf(stderr, "safetycheck: %v\n", err)
 				return exitFailed
 			}
@@ -178,6 +195,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 type outcome struct {
 	file   string
 	result *safety.Result
+	frames []safety.Result // -all-frames: every frame's result (result is one of them)
 	err    error
 }
 
@@ -347,7 +365,7 @@ func printTable(w io.Writer, outcomes []outcome) {
 			if o.result.SpecialCare {
 				extra = fmt.Sprintf("  special care %v", o.result.SpecialConcepts)
 			}
-			fmt.Fprintf(w, "%-*s  %-8s  %s%s\n", width, o.file, verdict, topScores(o.result.ConceptScores, 3), extra)
+			fmt.Fprintf(w, "%-*s  %-8s  %s%s%s\n", width, o.file, verdict, topScores(o.result.ConceptScores, 3), extra, framesNote(o))
 		}
 	}
 }

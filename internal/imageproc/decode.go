@@ -39,6 +39,9 @@ type DecodeOptions struct {
 	// WebP EXIF, TIFF IFD0), like PIL.ImageOps.exif_transpose. Off by default because the reference
 	// pipeline (CLIPImageProcessor on Image.open) does not do it.
 	ApplyOrientation bool
+	// MaxFrames bounds DecodeFrames: an input with more frames is refused (ErrTooLarge) before any
+	// frame is decoded. 0 (or less) means DefaultMaxFrames. Decode ignores it.
+	MaxFrames int
 }
 
 func (o *DecodeOptions) maxPixels() int64 {
