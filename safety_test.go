@@ -543,8 +543,8 @@ func setSDPA(t *testing.T, c *Checker, on bool) {
 	t.Helper()
 	var now bool
 	if err := c.rt.Run(func() error {
-		c.tower.useSDPA = on
-		now = c.tower.useSDPA
+		c.tower.enc.SDPA = on
+		now = c.tower.enc.SDPA
 		return nil
 	}); err != nil {
 		t.Fatalf("switching SDPA to %v: %v", on, err)

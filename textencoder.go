@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"github.com/sugarme/gotch"
 
@@ -182,15 +181,9 @@ func (e *TextEncoder) load(cfg checkpoint.TextModelConfig, weights string) error
 	if projected {
 		e.info.ProjectionDim = cfg.ProjectionDim
 	}
-	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device, dtype)
+	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device)
 	if err := e.rt.Owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble text tower: %w", err)
-	}
-	for name, x := range w { // the separate q, k and v projections now live in the fused ones
-		if strings.Contains(name, "self_attn.q_proj.") || strings.Contains(name, "self_attn.k_proj.") ||
-			strings.Contains(name, "self_attn.v_proj.") {
-			e.rt.Owned.Free(x)
-		}
 	}
 	return nil
 }

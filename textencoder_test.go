@@ -155,17 +155,13 @@ func TestTextEncoderGolden(t *testing.T) {
 	setSDPA := func(on bool) {
 		t.Helper()
 		if err := e.rt.Run(func() error {
-			for i := range e.tower.layers {
-				e.tower.layers[i].attn.useSDPA = on
-			}
+			e.tower.enc.SDPA = on
 			return nil
 		}); err != nil {
 			t.Fatalf("switching SDPA to %v: %v", on, err)
 		}
-		for i, l := range e.tower.layers {
-			if l.attn.useSDPA != on {
-				t.Fatalf("layer %d: SDPA %v after switching it to %v", i, l.attn.useSDPA, on)
-			}
+		if e.tower.enc.SDPA != on {
+			t.Fatalf("SDPA %v after switching it to %v", e.tower.enc.SDPA, on)
 		}
 	}
 	setSDPA(!info.SDPA)

@@ -15,6 +15,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -36,7 +37,7 @@ var ignoredKeys = map[string]bool{
 // onto device in dtype (so peak host memory stays near one copy of the weights), and the concept
 // head into host float32. Tensors it creates are recorded on t.
 // It returns the weights — by checkpoint key, except the encoder layers' weights, which are stacked
-// over the layers under stackKey (see weightGroups) — the concepts, and the key prefix of the vision
+// over the layers under clip.StackKey (see clip.Groups) — the concepts, and the key prefix of the vision
 // tower.
 func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Config,
 	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
@@ -97,15 +98,15 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		return nil, nil, "", fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
 	}
 
-	groups := weightGroups(cfg, prefix, want)
+	groups := clip.Groups(cfg.Vision.NumHiddenLayers, prefix, want)
 	w := make(map[string]*ts.Tensor, len(groups))
 	for _, g := range groups {
 		x, err := loadGroup(ck, g, device, dtype)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		t.Record(g.key, x, nil)
-		w[g.key] = x
+		t.Record(g.Key, x, nil)
+		w[g.Key] = x
 	}
 
 	host := map[string][]float32{}
@@ -167,60 +168,15 @@ func checkLayerCount(ck checkpoint.Checkpoint, prefix string, declared int) erro
 	return nil
 }
 
-// weightGroup is one tensor of the model: checkpoint tensors concatenated along dimension 0 (row-major
-// data back to back), with the given shape.
-type weightGroup struct {
-	key   string   // key in the weights map
-	parts []string // checkpoint keys, in order
-	shape []int64
-}
-
-// weightGroups plans the tensors to load from the validated keys (want): each of the encoder layers'
-// weights stacked over the layers under stackKey — layer 0's, then layer 1's, … with q, k and v
-// fused for self_attn.qkv_proj — and every other vision key on its own.
-func weightGroups(cfg checkpoint.Config, prefix string, want map[string][]int64) []weightGroup {
-	layers := cfg.Vision.NumHiddenLayers
-	stacked := map[string]bool{}
-	var groups []weightGroup
-	for _, name := range stackedLayerWeights {
-		g := weightGroup{key: stackKey(prefix, name)}
-		var per []int64
-		for l := range layers {
-			pre := fmt.Sprintf("%sencoder.layers.%d.", prefix, l)
-			parts := []string{pre + name}
-			if att, kind, ok := strings.Cut(name, "qkv_proj."); ok {
-				parts = []string{pre + att + "q_proj." + kind, pre + att + "k_proj." + kind, pre + att + "v_proj." + kind}
-			}
-			per = slices.Clone(want[parts[0]])
-			per[0] *= int64(len(parts))
-			g.parts = append(g.parts, parts...)
-			for _, p := range parts {
-				stacked[p] = true
-			}
-		}
-		if per == nil { // no layers: an empty stack of the right rank
-			per = []int64{0}
-		}
-		g.shape = append([]int64{int64(layers)}, per...)
-		groups = append(groups, g)
-	}
-	for _, name := range sortedKeys(want) {
-		if !stacked[name] {
-			groups = append(groups, weightGroup{key: name, parts: []string{name}, shape: want[name]})
-		}
-	}
-	return groups
-}
-
 // loadGroup makes the tensor of g on device in dtype, refusing any NaN or Inf element. On the CPU in
 // the checkpoint's dtype, the parts' bytes go straight from the checkpoint into the new tensor — a
 // single copy, in parallel chunks that are checked as they are copied, after which the file's pages
 // are released. Otherwise each part is staged in its own dtype and converted by libtorch into the
 // group's CPU tensor (one part's staging at a time), which then moves to device.
-func loadGroup(ck checkpoint.Checkpoint, g weightGroup, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
-	tns := make([]checkpoint.Tensor, len(g.parts))
+func loadGroup(ck checkpoint.Checkpoint, g clip.Group, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
+	tns := make([]checkpoint.Tensor, len(g.Parts))
 	direct := device == gotch.CPU
-	for i, name := range g.parts {
+	for i, name := range g.Parts {
 		tn, err := guardedTensor(ck, name)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
@@ -233,8 +189,8 @@ func loadGroup(ck checkpoint.Checkpoint, g weightGroup, device gotch.Device, dty
 		tns[i] = tn
 	}
 	var t gotchutil.Tape
-	x, buf, err := gotchutil.EmptyCPU(dtype, g.shape...)
-	if x = t.Record("load "+g.key, x, err); x != nil {
+	x, buf, err := gotchutil.EmptyCPU(dtype, g.Shape...)
+	if x = t.Record("load "+g.Key, x, err); x != nil {
 		if direct {
 			t.Fail("load", copyChecked(ck, tns, buf))
 		} else {
@@ -310,7 +266,7 @@ func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtyp
 		_, err := ck.Tensor(name) // the checkpoint's own not-found error
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
-	return loadGroup(ck, weightGroup{key: name, parts: []string{name}, shape: info.Shape}, device, dtype)
+	return loadGroup(ck, clip.Group{Key: name, Parts: []string{name}, Shape: info.Shape}, device, dtype)
 }
 
 // guardedTensor is ck.Tensor with memory faults on the mapped file turned into errors (a torch
