@@ -126,34 +126,11 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 
 // load runs on the worker thread.
 func (c *Checker) load(cfg checkpoint.Config, weights string) error {
-	if c.opts.threads > 0 {
-		if err := gotchutil.SetNumThreads(c.opts.threads); err != nil {
-			return err
-		}
+	p, err := place(c.opts, true)
+	if err != nil {
+		return err
 	}
-	c.info.SDPA = gotchutil.SDPAWorks()
-	cuda := gotch.CUDA.IsAvailable()
-	switch {
-	case c.opts.device == DeviceCUDA && !cuda:
-		return ErrNoCUDA
-	case c.opts.device == DeviceCPU || !cuda:
-		c.device, c.info.Device = gotch.CPU, DeviceCPU
-	default:
-		c.device, c.info.Device = gotch.CudaBuilder(0), DeviceCUDA
-	}
-	switch c.opts.dtype {
-	case Float16:
-		c.dtype = gotch.Half
-	case BFloat16:
-		c.dtype = gotch.BFloat16
-	default:
-		c.dtype = gotch.Float
-	}
-
-	if err := gotchutil.ProbeDType(c.device, c.dtype); err != nil {
-		return fmt.Errorf("%w: computing in %s on %s: %v (on a CPU, use float32 or bfloat16)",
-			ErrUnsupported, c.opts.dtype, c.info.Device, err)
-	}
+	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
 	ck, err := checkpoint.Open(weights)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)

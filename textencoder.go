@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/sugarme/gotch"
-
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/cliptok"
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -136,8 +134,8 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	}
 	e := &TextEncoder{rt: rt, tok: tok, opts: o}
 	e.info = TextInfo{Dir: dir, WeightsFile: weights, TokenizerDir: tokDir, DType: o.dtype, Text: cfg.Text,
-		ContextLength: cfg.Text.MaxPositionEmbeddings, SDPA: gotchutil.HasOp("scaled_dot_product_attention"),
-		Libtorch: gotchutil.Build().Libtorch}
+		ContextLength: cfg.Text.MaxPositionEmbeddings,
+		Libtorch:      gotchutil.Build().Libtorch}
 	if err := rt.Run(func() error { return e.load(cfg, weights) }); err != nil {
 		rt.Close()
 		return nil, err
@@ -147,28 +145,12 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 
 // load runs on the worker thread.
 func (e *TextEncoder) load(cfg checkpoint.TextModelConfig, weights string) error {
-	if e.opts.threads > 0 {
-		if err := gotchutil.SetNumThreads(e.opts.threads); err != nil {
-			return err
-		}
+	p, err := place(e.opts, false)
+	if err != nil {
+		return err
 	}
-	var device gotch.Device
-	cuda := gotch.CUDA.IsAvailable()
-	switch {
-	case e.opts.device == DeviceCUDA && !cuda:
-		return ErrNoCUDA
-	case e.opts.device == DeviceCPU || !cuda:
-		device, e.info.Device = gotch.CPU, DeviceCPU
-	default:
-		device, e.info.Device = gotch.CudaBuilder(0), DeviceCUDA
-	}
-	dtype := gotch.Float
-	switch e.opts.dtype {
-	case Float16:
-		dtype = gotch.Half
-	case BFloat16:
-		dtype = gotch.BFloat16
-	}
+	device, dtype := p.device, p.dtype
+	e.info.Device, e.info.SDPA = p.where, p.sdpa
 	ck, err := checkpoint.Open(weights)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)

@@ -1,0 +1,61 @@
+package safety
+
+import (
+	"fmt"
+
+	"github.com/sugarme/gotch"
+
+	"github.com/sdsafety/safety/internal/gotchutil"
+)
+
+// placement is where a model computes and how it attends, decided once at load for the checker
+// and the text encoder alike.
+type placement struct {
+	device gotch.Device // gotch.CPU or CUDA device 0
+	where  Device       // DeviceCPU or DeviceCUDA (never auto)
+	dtype  gotch.DType  // compute dtype
+	sdpa   bool         // attention uses scaled_dot_product_attention (plain and is_causal both work)
+}
+
+// sdpaProbe reports whether scaled_dot_product_attention runs here; a test replaces it to force the
+// explicit attention through Load and LoadTextEncoder.
+var sdpaProbe = gotchutil.SDPAWorks
+
+// place applies WithThreads and decides the device (WithDevice; auto takes CUDA when available,
+// ErrNoCUDA when cuda is asked for and missing), the compute dtype (WithDType, refused with
+// ErrUnsupported when this libtorch cannot run the model's ops in it there: conv2d too with
+// vision) and the attention kernel (the SDPA probe). It runs on the model's worker thread.
+func place(o options, vision bool) (placement, error) {
+	if o.threads > 0 {
+		if err := gotchutil.SetNumThreads(o.threads); err != nil {
+			return placement{}, err
+		}
+	}
+	p := placement{sdpa: sdpaProbe()}
+	cuda := gotch.CUDA.IsAvailable()
+	switch {
+	case o.device == DeviceCUDA && !cuda:
+		return placement{}, ErrNoCUDA
+	case o.device == DeviceCPU || !cuda:
+		p.device, p.where = gotch.CPU, DeviceCPU
+	default:
+		p.device, p.where = gotch.CudaBuilder(0), DeviceCUDA
+	}
+	switch o.dtype {
+	case Float16:
+		p.dtype = gotch.Half
+	case BFloat16:
+		p.dtype = gotch.BFloat16
+	default:
+		p.dtype = gotch.Float
+	}
+	probe := gotchutil.ProbeEncoderDType
+	if vision {
+		probe = gotchutil.ProbeDType
+	}
+	if err := probe(p.device, p.dtype); err != nil {
+		return placement{}, fmt.Errorf("%w: computing in %s on %s: %v (on a CPU, use float32 or bfloat16)",
+			ErrUnsupported, o.dtype, p.where, err)
+	}
+	return p, nil
+}
