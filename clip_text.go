@@ -3,7 +3,6 @@ package safety
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/sugarme/gotch"
@@ -161,29 +160,9 @@ func loadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint
 	if projected {
 		want[keyTextProjection] = []int64{int64(cfg.ProjectionDim), int64(cfg.Text.HiddenSize)}
 	}
-	var problems []string
-	for _, name := range ck.Names() {
-		if _, ok := want[name]; !ok && isTextKey(name, prefix) && name != prefix+"embeddings.position_ids" {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q", name))
-		}
-	}
-	for _, name := range sortedKeys(want) {
-		shape := want[name]
-		info, ok := ck.Info(name)
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", name, shape))
-		case !slices.Equal(info.Shape, shape):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", name, info.Shape, shape))
-		case !info.DType.IsFloat():
-			problems = append(problems, fmt.Sprintf("tensor %q has dtype %s, want a float type", name, info.DType))
-		}
-	}
-	if len(problems) > 0 {
-		if len(problems) > 8 {
-			problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
-		}
-		return nil, "", false, fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
+	belongs := func(name string) bool { return isTextKey(name, prefix) && name != prefix+"embeddings.position_ids" }
+	if err := keysError(ck, checkKeys(ck, belongs, want)); err != nil {
+		return nil, "", false, err
 	}
 	groups := clip.Groups(cfg.Text.NumHiddenLayers, prefix, want)
 	w := make(map[string]*ts.Tensor, len(groups))

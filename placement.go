@@ -5,8 +5,60 @@ import (
 
 	"github.com/sugarme/gotch"
 
+	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
+
+// The load steps Load and LoadTextEncoder share: options, weights file, model thread, placement,
+// checkpoint. Each model reads its own config and assembles its own tower.
+
+// applyOptions applies opts, in order, to the defaults.
+func applyOptions(opts []Option) (options, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return options{}, err
+		}
+	}
+	return o, nil
+}
+
+// startModel finds the weights file in dir (safetensors first, the fp16 variant first when
+// computing in float16) and starts the model thread that will own the model's tensors.
+func startModel(dir string, o options) (weights string, rt *gotchutil.Runtime, err error) {
+	weights, err = checkpoint.FindWeights(dir, o.dtype == Float16)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	rt, err = gotchutil.NewRuntime()
+	if err != nil {
+		return "", nil, err
+	}
+	return weights, rt, nil
+}
+
+// loadModel runs, on rt's worker thread, the placement (see place; vision adds the conv2d dtype
+// probe) and then load with the opened weights file, which is closed when load returns. On failure
+// rt is closed, releasing whatever load recorded.
+func loadModel(rt *gotchutil.Runtime, weights string, o options, vision bool,
+	load func(p placement, ck checkpoint.Checkpoint) error) error {
+	err := rt.Run(func() error {
+		p, err := place(o, vision)
+		if err != nil {
+			return err
+		}
+		ck, err := checkpoint.Open(weights)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		}
+		defer ck.Close()
+		return load(p, ck)
+	})
+	if err != nil {
+		rt.Close()
+	}
+	return err
+}
 
 // placement is where a model computes and how it attends, decided once at load for the checker
 // and the text encoder alike.

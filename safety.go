@@ -82,11 +82,9 @@ type Info struct {
 // computing in float16) and optionally preprocessor_config.json (the SD v1 feature extractor's values
 // otherwise). Nil options mean the defaults: auto device, float32, batch 8, adjustment 0.
 func Load(dir string, opts ...Option) (*Checker, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	cfg, err := checkpoint.LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
@@ -100,19 +98,16 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 		return nil, fmt.Errorf("%w: preprocessing crops %dx%d but the model takes %dx%d images", ErrCheckpoint,
 			proc.CropWidth, proc.CropHeight, cfg.Vision.ImageSize, cfg.Vision.ImageSize)
 	}
-	weights, err := checkpoint.FindWeights(dir, o.dtype == Float16)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	rt, err := gotchutil.NewRuntime()
+	weights, rt, err := startModel(dir, o)
 	if err != nil {
 		return nil, err
 	}
 	c := &Checker{rt: rt, proc: proc, opts: o}
 	c.info = Info{Dir: dir, WeightsFile: weights, DType: o.dtype, Vision: cfg.Vision, ProjectionDim: cfg.ProjectionDim,
 		Libtorch: gotchutil.Build().Libtorch, ImageSize: cfg.Vision.ImageSize}
-	if err := rt.Run(func() error { return c.load(cfg, weights) }); err != nil {
-		rt.Close()
+	if err := loadModel(rt, weights, o, true, func(p placement, ck checkpoint.Checkpoint) error {
+		return c.load(p, cfg, ck)
+	}); err != nil {
 		return nil, err
 	}
 	if o.selfTest {
@@ -124,18 +119,9 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
-// load runs on the worker thread.
-func (c *Checker) load(cfg checkpoint.Config, weights string) error {
-	p, err := place(c.opts, true)
-	if err != nil {
-		return err
-	}
+// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+func (c *Checker) load(p placement, cfg checkpoint.Config, ck checkpoint.Checkpoint) error {
 	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
-	ck, err := checkpoint.Open(weights)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	defer ck.Close()
 	w, concepts, prefix, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype)
 	if err != nil {
 		return err

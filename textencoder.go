@@ -94,11 +94,9 @@ func WithTokenizerDir(dir string) Option {
 // The tokenizer is read from WithTokenizerDir, else dir, else dir/../tokenizer. Weights files are
 // found as for [Load]. Of the options, WithDevice, WithDType, WithBatchSize and WithThreads apply.
 func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	cfg, err := checkpoint.LoadTextConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
@@ -124,11 +122,7 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 		return nil, fmt.Errorf("%w: the tokenizer in %s has %d ids but the model's vocab_size is %d", ErrCheckpoint,
 			tokDir, n, cfg.Text.VocabSize)
 	}
-	weights, err := checkpoint.FindWeights(dir, o.dtype == Float16)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	rt, err := gotchutil.NewRuntime()
+	weights, rt, err := startModel(dir, o)
 	if err != nil {
 		return nil, err
 	}
@@ -136,26 +130,18 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	e.info = TextInfo{Dir: dir, WeightsFile: weights, TokenizerDir: tokDir, DType: o.dtype, Text: cfg.Text,
 		ContextLength: cfg.Text.MaxPositionEmbeddings,
 		Libtorch:      gotchutil.Build().Libtorch}
-	if err := rt.Run(func() error { return e.load(cfg, weights) }); err != nil {
-		rt.Close()
+	if err := loadModel(rt, weights, o, false, func(p placement, ck checkpoint.Checkpoint) error {
+		return e.load(p, cfg, ck)
+	}); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// load runs on the worker thread.
-func (e *TextEncoder) load(cfg checkpoint.TextModelConfig, weights string) error {
-	p, err := place(e.opts, false)
-	if err != nil {
-		return err
-	}
+// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+func (e *TextEncoder) load(p placement, cfg checkpoint.TextModelConfig, ck checkpoint.Checkpoint) error {
 	device, dtype := p.device, p.dtype
 	e.info.Device, e.info.SDPA = p.where, p.sdpa
-	ck, err := checkpoint.Open(weights)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	defer ck.Close()
 	w, prefix, projected, err := loadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
 	if err != nil {
 		return err

@@ -68,34 +68,9 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		keySpecialThresholds: {nSpecial},
 	}
 
-	var problems []string
-	for _, name := range ck.Names() {
-		if _, ok := want[name]; !ok && head[name] == nil && !ignoredKeys[name] {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q", name))
-		}
-	}
-	check := func(name string, shape []int64) {
-		info, ok := ck.Info(name)
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", name, shape))
-		case !slices.Equal(info.Shape, shape):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", name, info.Shape, shape))
-		case !info.DType.IsFloat():
-			problems = append(problems, fmt.Sprintf("tensor %q has dtype %s, want a float type", name, info.DType))
-		}
-	}
-	for _, name := range sortedKeys(want) {
-		check(name, want[name])
-	}
-	for _, name := range sortedKeys(head) {
-		check(name, head[name])
-	}
-	if len(problems) > 0 {
-		if len(problems) > 8 {
-			problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
-		}
-		return nil, nil, "", fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
+	problems := checkKeys(ck, func(name string) bool { return !ignoredKeys[name] }, want, head)
+	if err := keysError(ck, problems); err != nil {
+		return nil, nil, "", err
 	}
 
 	groups := clip.Groups(cfg.Vision.NumHiddenLayers, prefix, want)
@@ -142,6 +117,52 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		SpecialThresholds: host[keySpecialThresholds],
 	}
 	return w, concepts, prefix, nil
+}
+
+// checkKeys compares ck with the wanted keys and shapes (each map in turn, keys in sorted order):
+// every wanted tensor must be there with its shape and a float dtype, and every tensor of ck that
+// belongs to the model (belongs(name)) and is not wanted is unexpected. It returns the problems found.
+func checkKeys(ck checkpoint.Checkpoint, belongs func(name string) bool, want ...map[string][]int64) []string {
+	var problems []string
+	for _, name := range ck.Names() {
+		wanted := false
+		for _, m := range want {
+			if _, ok := m[name]; ok {
+				wanted = true
+				break
+			}
+		}
+		if !wanted && belongs(name) {
+			problems = append(problems, fmt.Sprintf("unexpected tensor %q", name))
+		}
+	}
+	for _, m := range want {
+		for _, name := range sortedKeys(m) {
+			shape := m[name]
+			info, ok := ck.Info(name)
+			switch {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", name, shape))
+			case !slices.Equal(info.Shape, shape):
+				problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", name, info.Shape, shape))
+			case !info.DType.IsFloat():
+				problems = append(problems, fmt.Sprintf("tensor %q has dtype %s, want a float type", name, info.DType))
+			}
+		}
+	}
+	return problems
+}
+
+// keysError is the ErrCheckpoint error listing problems (at most 8 of them, then a count), nil when
+// there are none.
+func keysError(ck checkpoint.Checkpoint, problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	if len(problems) > 8 {
+		problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
+	}
+	return fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
 }
 
 // checkLayerCount compares the number of encoder layers config.json declares with the layers the
