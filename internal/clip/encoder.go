@@ -228,15 +228,10 @@ func (l *encoderLayer) forwardClass(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor 
 
 // forward: x [B, T, D] → [B, T, D]; mask [T, T] as for encoderLayer.forward.
 func (a *attention) forward(t *gotchutil.Tape, x, mask *ts.Tensor) *ts.Tensor {
-	if !t.Ok() {
+	b, n, d, ok := dims(t, x)
+	if !ok {
 		return nil
 	}
-	sz, err := x.Size()
-	if err != nil {
-		t.Fail("attention", err)
-		return nil
-	}
-	b, n, d := sz[0], sz[1], sz[2]
 	hd := d / a.heads
 	qkv := t.Linear(x, a.qkvWeight, a.qkvBias)                           // [B, T, 3D]
 	qkv = t.Permute(t.Reshape(qkv, b, n, 3, a.heads, hd), 2, 0, 3, 1, 4) // [3, B, H, T, hd]
@@ -246,7 +241,7 @@ func (a *attention) forward(t *gotchutil.Tape, x, mask *ts.Tensor) *ts.Tensor {
 	return t.Linear(o, a.outWeight, a.outBias)
 }
 
-// heads is attention's core: q [B, H, Tq, hd], k and v [B, H, T, hd] → the heads' results
+// attend is attention's core: q [B, H, Tq, hd], k and v [B, H, T, hd] → the heads' results
 // [B, H, Tq, hd]. mask is the additive causal mask [T, T] (Tq = T) of a causal layer's explicit
 // attention.
 func (a *attention) attend(t *gotchutil.Tape, q, k, v, mask *ts.Tensor) *ts.Tensor {
@@ -273,15 +268,10 @@ func (a *attention) attend(t *gotchutil.Tape, q, k, v, mask *ts.Tensor) *ts.Tens
 // [B, D]. The keys and values of all T tokens come from the fused matrix's last 2D rows, the
 // class token's query from its first D rows.
 func (a *attention) forwardClass(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor {
-	if !t.Ok() {
+	b, n, d, ok := dims(t, x)
+	if !ok {
 		return nil
 	}
-	sz, err := x.Size()
-	if err != nil {
-		t.Fail("attention", err)
-		return nil
-	}
-	b, n, d := sz[0], sz[1], sz[2]
 	hd := d / a.heads
 	wq, bq := t.Narrow(a.qkvWeight, 0, 0, d), t.Narrow(a.qkvBias, 0, 0, d)
 	wkv, bkv := t.Narrow(a.qkvWeight, 0, d, 2*d), t.Narrow(a.qkvBias, 0, d, 2*d)
@@ -293,6 +283,23 @@ func (a *attention) forwardClass(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor {
 	o := a.attend(t, q, k, v, nil)            // [B, H, 1, hd]
 	o = t.Reshape(t.Transpose(o, 1, 2), b, d) // [B, D]
 	return t.Linear(o, a.outWeight, a.outBias)
+}
+
+// dims returns the sizes of x [B, T, D]; false (with the failure on t) when t has failed or x is
+// not three-dimensional.
+func dims(t *gotchutil.Tape, x *ts.Tensor) (b, n, d int64, ok bool) {
+	if !t.Ok() {
+		return 0, 0, 0, false
+	}
+	sz, err := x.Size()
+	if err == nil && len(sz) != 3 {
+		err = fmt.Errorf("input shape %v, want [batch, tokens, hidden]", sz)
+	}
+	if err != nil {
+		t.Fail("attention", err)
+		return 0, 0, 0, false
+	}
+	return sz[0], sz[1], sz[2], true
 }
 
 // mlpChunkBytes bounds the hidden activations ([rows, I]) of one MLP pass: longer inputs go through
