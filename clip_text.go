@@ -33,7 +33,7 @@ const (
 // textTower holds the weights of the text tower and, when the checkpoint has one, the projection,
 // on the compute device and dtype.
 type textTower struct {
-	cfg checkpoint.TextConfig
+	cfg clip.TextConfig
 
 	tokenEmbed *ts.Tensor    // [V, D]
 	posEmbed   *ts.Tensor    // [M, D]
@@ -42,13 +42,6 @@ type textTower struct {
 	projection *ts.Tensor // [P, D]; nil without a projection
 
 	device gotch.Device
-}
-
-// textEncoderConfig is the encoder part of a text config.
-func textEncoderConfig(c checkpoint.TextConfig) clip.EncoderConfig {
-	return clip.EncoderConfig{HiddenSize: c.HiddenSize, IntermediateSize: c.IntermediateSize,
-		NumAttentionHeads: c.NumAttentionHeads, NumHiddenLayers: c.NumHiddenLayers, HiddenAct: c.HiddenAct,
-		LayerNormEps: c.LayerNormEps}
 }
 
 // forward maps token ids to the pooled output and, with a projection, the projected text
@@ -108,7 +101,7 @@ func poolPositions(ids [][]int64, eosTokenID int) []int64 {
 
 // textKeys lists the checkpoint keys of the text tower with their shapes. prefix is textPrefix or
 // bareTextPrefix; the projection is not included.
-func textKeys(c checkpoint.TextConfig, prefix string) map[string][]int64 {
+func textKeys(c clip.TextConfig, prefix string) map[string][]int64 {
 	d := int64(c.HiddenSize)
 	keys := map[string][]int64{
 		prefix + "embeddings.token_embedding.weight":    {int64(c.VocabSize), d},
@@ -116,7 +109,7 @@ func textKeys(c checkpoint.TextConfig, prefix string) map[string][]int64 {
 		prefix + "final_layer_norm.weight":              {d},
 		prefix + "final_layer_norm.bias":                {d},
 	}
-	clip.AddLayerKeys(keys, textEncoderConfig(c), prefix)
+	clip.AddLayerKeys(keys, c.EncoderConfig, prefix)
 	return keys
 }
 
@@ -137,7 +130,7 @@ func isTextKey(name, prefix string) bool {
 // loadTextWeights finds the text tower in ck, validates its keys and shapes against cfg and loads
 // it one tensor at a time onto device in dtype, recording the tensors on t. It returns the weights
 // by key, the key prefix and whether the checkpoint has a text projection [P, D] (P = cfg.ProjectionDim).
-func loadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.TextModelConfig,
+func loadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.TextModelConfig,
 	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, string, bool, error) {
 	var prefix string
 	switch {
@@ -185,13 +178,13 @@ func has(ck checkpoint.Checkpoint, name string) bool {
 // newTextTower assembles the tower from loaded weights: the keys of textKeys outside the encoder
 // layers (plus the projection when present), and the layers' weights stacked under clip.StackKey (as
 // loadTextWeights loads them). A missing weight is an error recorded on t. Nothing is created.
-func newTextTower(t *gotchutil.Tape, c checkpoint.TextConfig, w map[string]*ts.Tensor, prefix string, useSDPA bool,
+func newTextTower(t *gotchutil.Tape, c clip.TextConfig, w map[string]*ts.Tensor, prefix string, useSDPA bool,
 	device gotch.Device) *textTower {
 	return &textTower{
 		cfg:        c,
 		tokenEmbed: w[prefix+"embeddings.token_embedding.weight"],
 		posEmbed:   w[prefix+"embeddings.position_embedding.weight"],
-		enc:        clip.NewEncoder(t, textEncoderConfig(c), w, prefix, true, useSDPA),
+		enc:        clip.NewEncoder(t, c.EncoderConfig, w, prefix, true, useSDPA),
 		finalNorm: clip.LayerNorm{Weight: w[prefix+"final_layer_norm.weight"], Bias: w[prefix+"final_layer_norm.bias"],
 			Eps: c.LayerNormEps},
 		projection: w[keyTextProjection],

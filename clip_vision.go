@@ -5,7 +5,6 @@ import (
 
 	"github.com/sugarme/gotch/ts"
 
-	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
@@ -28,7 +27,7 @@ const (
 
 // visionTower holds the weights of the vision tower and projection, on the compute device and dtype.
 type visionTower struct {
-	cfg checkpoint.VisionConfig
+	cfg clip.VisionConfig
 
 	patchWeight *ts.Tensor // [D, C, p, p]
 	classEmbed  *ts.Tensor // [D]
@@ -37,13 +36,6 @@ type visionTower struct {
 	enc         *clip.Encoder // L non-causal encoder layers, the last for the class token only
 	postNorm    clip.LayerNorm
 	projection  *ts.Tensor // [P, D]
-}
-
-// visionEncoderConfig is the encoder part of a vision config.
-func visionEncoderConfig(v checkpoint.VisionConfig) clip.EncoderConfig {
-	return clip.EncoderConfig{HiddenSize: v.HiddenSize, IntermediateSize: v.IntermediateSize,
-		NumAttentionHeads: v.NumAttentionHeads, NumHiddenLayers: v.NumHiddenLayers, HiddenAct: v.HiddenAct,
-		LayerNormEps: v.LayerNormEps}
 }
 
 // forward maps preprocessed pixels to the pooled output and the projected image embeddings.
@@ -81,7 +73,7 @@ func (v *visionTower) embed(t *gotchutil.Tape, pixels *ts.Tensor) *ts.Tensor {
 
 // visionKeys lists the checkpoint keys of the vision tower and projection with their shapes.
 // prefix is visionPrefix or flatVisionPrefix.
-func visionKeys(cfg checkpoint.Config, prefix string) map[string][]int64 {
+func visionKeys(cfg clip.Config, prefix string) map[string][]int64 {
 	v := cfg.Vision
 	d := int64(v.HiddenSize)
 	p, c := int64(v.PatchSize), int64(v.NumChannels)
@@ -96,14 +88,14 @@ func visionKeys(cfg checkpoint.Config, prefix string) map[string][]int64 {
 		prefix + "post_layernorm.bias":                  {d},
 		"visual_projection.weight":                      {int64(cfg.ProjectionDim), d},
 	}
-	clip.AddLayerKeys(keys, visionEncoderConfig(v), prefix)
+	clip.AddLayerKeys(keys, v.EncoderConfig, prefix)
 	return keys
 }
 
 // newVisionTower assembles the tower from loaded weights: the keys of visionKeys outside the encoder
 // layers, and the layers' weights stacked under clip.StackKey (as loadWeights loads them). A missing
 // weight is an error recorded on t. Nothing is created.
-func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *visionTower {
+func newVisionTower(t *gotchutil.Tape, cfg clip.Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *visionTower {
 	v := cfg.Vision
 	ln := func(name string) clip.LayerNorm {
 		return clip.LayerNorm{Weight: w[name+".weight"], Bias: w[name+".bias"], Eps: v.LayerNormEps}
@@ -114,7 +106,7 @@ func newVisionTower(t *gotchutil.Tape, cfg checkpoint.Config, w map[string]*ts.T
 		classEmbed:  w[prefix+"embeddings.class_embedding"],
 		posEmbed:    w[prefix+"embeddings.position_embedding.weight"],
 		preNorm:     ln(prefix + "pre_layrnorm"),
-		enc:         clip.NewEncoder(t, visionEncoderConfig(v), w, prefix, false, useSDPA),
+		enc:         clip.NewEncoder(t, v.EncoderConfig, w, prefix, false, useSDPA),
 		postNorm:    ln(prefix + "post_layernorm"),
 		projection:  w["visual_projection.weight"],
 	}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -435,7 +436,7 @@ func newTinyModel(t testing.TB) *tinyModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := checkpoint.ParseConfig(raw)
+	cfg, err := clip.ParseConfig(raw)
 	if err != nil {
 		t.Fatal(err)
 	}

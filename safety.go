@@ -12,6 +12,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 	"github.com/sdsafety/safety/internal/imageproc"
 )
@@ -63,17 +64,17 @@ type Checker struct {
 
 // Info describes a loaded Checker.
 type Info struct {
-	Dir            string                  // model directory
-	WeightsFile    string                  // the weights file read
-	Device         Device                  // DeviceCPU or DeviceCUDA (never auto)
-	DType          DType                   // compute precision
-	Vision         checkpoint.VisionConfig // the vision tower's configuration
-	ProjectionDim  int                     // width of ImageEmbeds
-	Concepts       int                     // number of NSFW concepts (17)
-	SpecialConcept int                     // number of special-care concepts (3)
-	Libtorch       string                  // libtorch version, "" when unknown
-	SDPA           bool                    // attention uses scaled_dot_product_attention
-	ImageSize      int                     // side of the model's square input
+	Dir            string       // model directory
+	WeightsFile    string       // the weights file read
+	Device         Device       // DeviceCPU or DeviceCUDA (never auto)
+	DType          DType        // compute precision
+	Vision         VisionConfig // the vision tower's configuration
+	ProjectionDim  int          // width of ImageEmbeds
+	Concepts       int          // number of NSFW concepts (17)
+	SpecialConcept int          // number of special-care concepts (3)
+	Libtorch       string       // libtorch version, "" when unknown
+	SDPA           bool         // attention uses scaled_dot_product_attention
+	ImageSize      int          // side of the model's square input
 }
 
 // Load reads a checker from dir, a directory in the Hugging Face layout of
@@ -86,7 +87,7 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := checkpoint.LoadConfig(filepath.Join(dir, "config.json"))
+	cfg, err := clip.LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
@@ -120,7 +121,7 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 }
 
 // load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
-func (c *Checker) load(p placement, cfg checkpoint.Config, ck checkpoint.Checkpoint) error {
+func (c *Checker) load(p placement, cfg clip.Config, ck checkpoint.Checkpoint) error {
 	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
 	w, concepts, prefix, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/cliptok"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
@@ -40,12 +41,12 @@ type TextEncoder struct {
 
 // TextInfo describes a loaded TextEncoder.
 type TextInfo struct {
-	Dir          string                // model directory
-	WeightsFile  string                // the weights file read
-	TokenizerDir string                // where the tokenizer files were read
-	Device       Device                // DeviceCPU or DeviceCUDA
-	DType        DType                 // compute precision
-	Text         checkpoint.TextConfig // the text tower's configuration
+	Dir          string     // model directory
+	WeightsFile  string     // the weights file read
+	TokenizerDir string     // where the tokenizer files were read
+	Device       Device     // DeviceCPU or DeviceCUDA
+	DType        DType      // compute precision
+	Text         TextConfig // the text tower's configuration
 	// ProjectionDim is the width of the projected embeddings, 0 when the checkpoint has no text
 	// projection (then only pooled outputs are available and Embed returns ErrNoProjection).
 	ProjectionDim int
@@ -98,7 +99,7 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := checkpoint.LoadTextConfig(filepath.Join(dir, "config.json"))
+	cfg, err := clip.LoadTextConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
@@ -139,7 +140,7 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 }
 
 // load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
-func (e *TextEncoder) load(p placement, cfg checkpoint.TextModelConfig, ck checkpoint.Checkpoint) error {
+func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.Checkpoint) error {
 	device, dtype := p.device, p.dtype
 	e.info.Device, e.info.SDPA = p.where, p.sdpa
 	w, prefix, projected, err := loadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)

@@ -39,7 +39,7 @@ var ignoredKeys = map[string]bool{
 // It returns the weights — by checkpoint key, except the encoder layers' weights, which are stacked
 // over the layers under clip.StackKey (see clip.Groups) — the concepts, and the key prefix of the vision
 // tower.
-func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Config,
+func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
 	prefix := visionPrefix
 	if _, nested := ck.Info(visionPrefix + "embeddings.class_embedding"); !nested {

@@ -15,17 +15,6 @@ import (
 // refuses those first).
 var ErrUnsupported = errors.New("clip: unsupported")
 
-// EncoderConfig is the part of a CLIP tower's configuration the encoder needs; the vision and the
-// text configs both carry it.
-type EncoderConfig struct {
-	HiddenSize        int     // D: width of the residual stream
-	IntermediateSize  int     // I: width of the MLP's hidden layer
-	NumAttentionHeads int     // H: heads per attention layer; HiddenSize is a multiple of it
-	NumHiddenLayers   int     // L: encoder layers
-	HiddenAct         string  // MLP activation: quick_gelu, gelu, gelu_new, gelu_pytorch_tanh, relu, silu
-	LayerNormEps      float64 // epsilon of every LayerNorm
-}
-
 // Encoder is L pre-LayerNorm transformer blocks:
 //
 //	h = x + attention(layer_norm1(x));  out = h + mlp(layer_norm2(h))
