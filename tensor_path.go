@@ -7,7 +7,6 @@ import (
 	"math"
 
 	"github.com/sugarme/gotch"
-	lib "github.com/sugarme/gotch/libtch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -429,10 +428,8 @@ var hasOp = gotchutil.HasOp
 
 // resizeAA resizes x: [B, C, H, W] float to [B, C, h, w] with libtorch's antialiased bicubic (or
 // bilinear) interpolation, align_corners=false: torch's interpolate(..., antialias=True), the
-// float counterpart of Pillow's resize. gotch generates the wrappers of these ops unexported (their
-// names start with an underscore), so they are called through gotch's libtch binding as the
-// generated wrapper does. When this libtorch build lacks the op, the non-antialiased
-// upsample_bicubic2d / upsample_bilinear2d is used instead.
+// float counterpart of Pillow's resize (gotchutil's Tape.UpsampleAA). When this libtorch build
+// lacks the op, the non-antialiased upsample_bicubic2d / upsample_bilinear2d is used instead.
 func resizeAA(t *gotchutil.Tape, x *ts.Tensor, h, w int64, filter imageproc.Filter) *ts.Tensor {
 	if !t.Ok() {
 		return nil
@@ -455,21 +452,7 @@ func resizeAA(t *gotchutil.Tape, x *ts.Tensor, h, w int64, filter imageproc.Filt
 		y, err := x.UpsampleBicubic2d(size, false, nil, nil, false)
 		return t.Record("upsample_bicubic2d", y, err)
 	}
-	var out lib.Ctensor
-	self := lib.Ctensor(x.Ctensor())
-	// Arguments: output size, align_corners = 0, scales_h and scales_w absent (null flag 1).
-	if bilinear {
-		lib.Atg_UpsampleBilinear2dAa(&out, self, size, len(size), 0, 0, 1, 0, 1)
-	} else {
-		lib.Atg_UpsampleBicubic2dAa(&out, self, size, len(size), 0, 0, 1, 0, 1)
-	}
-	if err := ts.TorchErr(); err != nil {
-		return t.Record(op, nil, err)
-	}
-	if out == nil {
-		return t.Record(op, nil, errors.New("no tensor returned"))
-	}
-	return t.Record(op, ts.New(out, op), nil)
+	return t.UpsampleAA(x, h, w, bilinear)
 }
 
 // censorTensor returns a new tensor: images with every image whose result is NSFW replaced by zeros,
