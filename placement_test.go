@@ -6,8 +6,10 @@ import (
 )
 
 // TestPlacementExplicitAttention forces the SDPA probe to fail, as on a libtorch without a working
-// scaled_dot_product_attention, and checks that Load and LoadTextEncoder both fall back to the
-// explicit attention (the causal mask for the text tower) and still match the reference goldens.
+// scaled_dot_product_attention (before 2.0, or upstream gotch's wrapper on 2.1), and checks that Load
+// and LoadTextEncoder both fall back to the explicit attention (the causal mask for the text tower)
+// and still match the reference goldens: same embeddings and verdicts. (TestGoldenModels and
+// TestTextEncoderGolden run the SDPA path where this libtorch has it.)
 func TestPlacementExplicitAttention(t *testing.T) {
 	saved := sdpaProbe
 	sdpaProbe = func() bool { return false }

@@ -152,23 +152,6 @@ func TestTextEncoderGolden(t *testing.T) {
 	embedErr, pooledErr = checkTextGolden(t, small, g)
 	t.Logf("batches of 3: max relative error: text_embeds %.2e, pooled %.2e", embedErr, pooledErr)
 
-	setSDPA := func(on bool) {
-		t.Helper()
-		if err := e.rt.Run(func() error {
-			e.tower.enc.SDPA = on
-			return nil
-		}); err != nil {
-			t.Fatalf("switching SDPA to %v: %v", on, err)
-		}
-		if e.tower.enc.SDPA != on {
-			t.Fatalf("SDPA %v after switching it to %v", e.tower.enc.SDPA, on)
-		}
-	}
-	setSDPA(!info.SDPA)
-	defer setSDPA(info.SDPA)
-	embedErr, pooledErr = checkTextGolden(t, e, g)
-	t.Logf("SDPA=%v: max relative error: text_embeds %.2e, pooled %.2e", !info.SDPA, embedErr, pooledErr)
-
 	// Embed gives the same projected embeddings.
 	got, err := e.Embed(context.Background(), []string{g.Texts[0].Text})
 	if err != nil {
