@@ -1,7 +1,6 @@
 package safety
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -269,9 +268,9 @@ func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DTy
 	// A finite value can overflow the narrower dtype (a float64 weight of 1e300 in float32, a float32
 	// one of 1e5 in float16): check what was converted, not only what was read.
 	to := checkpointDType(dtype)
-	if i := firstNonFinite(checkpoint.Tensor{DType: to, Data: b}); i >= 0 {
+	if i := checkpoint.FirstNonFinite(checkpoint.Tensor{DType: to, Data: b}); i >= 0 {
 		return 0, errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d (%s) is %s in %s: it overflows the compute dtype",
-			ErrCheckpoint, ck.Path(), tn.Name, i, tn.DType, nonFiniteName(to, b[i*to.Size():]), to)}
+			ErrCheckpoint, ck.Path(), tn.Name, i, tn.DType, checkpoint.NonFiniteName(to, b[i*to.Size():]), to)}
 	}
 	if len(b) > len(dst) {
 		return 0, fmt.Errorf("tensor %q: %d converted bytes, %d left in the destination", tn.Name, len(b), len(dst))
@@ -349,7 +348,7 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 	work := func(i int) {
 		c := &chunks[i]
 		err := checkpoint.GuardFault(ck.Path(), func() error {
-			c.bad = firstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
+			c.bad = checkpoint.FirstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
 			checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
 			copy(c.dst, c.src)
 			release(c.src)
@@ -385,74 +384,10 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 			tn := tns[c.part]
 			size := tn.DType.Size()
 			return errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d is %s", ErrCheckpoint, ck.Path(), tn.Name,
-				c.first+c.bad, nonFiniteName(tn.DType, c.src[c.bad*size:]))}
+				c.first+c.bad, checkpoint.NonFiniteName(tn.DType, c.src[c.bad*size:]))}
 		}
 	}
 	return nil
-}
-
-// firstNonFinite returns the index of the first NaN or ±Inf element of a float tensor, or -1 (also
-// for non-float dtypes). It tests the exponent bits of the little-endian data: all ones is NaN or Inf
-// in every IEEE format (and in bfloat16).
-func firstNonFinite(tn checkpoint.Tensor) int {
-	switch tn.DType {
-	case checkpoint.F32:
-		return scanExponents(tn.Data, 4, 0x7f800000)
-	case checkpoint.F16:
-		return scanExponents(tn.Data, 2, 0x7c00)
-	case checkpoint.BF16:
-		return scanExponents(tn.Data, 2, 0x7f80)
-	case checkpoint.F64:
-		return scanExponents(tn.Data, 8, 0x7ff0000000000000)
-	}
-	return -1
-}
-
-// scanExponents returns the index of the first size-byte little-endian element of d whose exp bits
-// are all set, or -1. It tests 32 bytes per step: in each 64-bit word, every lane's exponent bits
-// plus their lowest bit carry into the lane's top bit exactly when they are all ones (lanes cannot
-// carry into each other); a hit is then located element by element.
-func scanExponents(d []byte, size int, exp uint64) int {
-	var mask, carry, top uint64
-	for lane := 0; lane < 8; lane += size {
-		shift := uint(8 * lane)
-		mask |= exp << shift
-		carry |= (exp & -exp) << shift
-		top |= uint64(1) << (shift + uint(8*size) - 1)
-	}
-	hit := func(w uint64) uint64 { return ((w & mask) + carry) & top }
-	i := 0
-	for ; i+32 <= len(d); i += 32 {
-		b := d[i : i+32 : i+32]
-		if hit(binary.LittleEndian.Uint64(b[0:]))|hit(binary.LittleEndian.Uint64(b[8:]))|
-			hit(binary.LittleEndian.Uint64(b[16:]))|hit(binary.LittleEndian.Uint64(b[24:])) != 0 {
-			break
-		}
-	}
-	for ; i+size <= len(d); i += size {
-		var v uint64
-		switch size {
-		case 2:
-			v = uint64(binary.LittleEndian.Uint16(d[i:]))
-		case 4:
-			v = uint64(binary.LittleEndian.Uint32(d[i:]))
-		default:
-			v = binary.LittleEndian.Uint64(d[i:])
-		}
-		if v&exp == exp {
-			return i / size
-		}
-	}
-	return -1
-}
-
-// nonFiniteName names the non-finite element at the start of b ("NaN", "+Inf" or "-Inf").
-func nonFiniteName(d checkpoint.DType, b []byte) string {
-	one := checkpoint.Tensor{DType: d, Shape: []int64{1}, Data: b[:d.Size()]}
-	if v, err := one.Float32(); err == nil && len(v) == 1 {
-		return fmt.Sprint(v[0])
-	}
-	return "not finite"
 }
 
 // checkpointDType is the inverse of torchDType (checkpoint.DType("") for other dtypes).
