@@ -279,46 +279,27 @@ type fastPlan struct {
 	padT, padB int64
 }
 
-// planFast computes the fast path's geometry with the processor's rules (imageproc.Config.ResizeSize,
-// centre crop at floor((size − crop)/2)).
+// planFast computes the fast path's geometry with the processor's own (imageproc.Config.Geometry,
+// the one the host preprocessing uses).
 func (c *Checker) planFast(w, h int) (fastPlan, error) {
 	s := c.info.ImageSize
-	ow, oh, err := c.proc.OutputSize(w, h)
+	g, err := c.proc.Geometry(w, h)
 	if err != nil {
 		return fastPlan{}, fmt.Errorf("%w: images tensor: %v", ErrInvalidInput, err)
 	}
-	if ow != s || oh != s {
+	if g.OutW != s || g.OutH != s {
 		return fastPlan{}, fmt.Errorf("%w: preprocessing gives %dx%d for %dx%d images, the model takes %dx%d",
-			ErrInvalidInput, ow, oh, w, h, s, s)
+			ErrInvalidInput, g.OutW, g.OutH, w, h, s, s)
 	}
-	rw, rh, err := c.proc.ResizeSize(w, h)
-	if err != nil {
-		return fastPlan{}, fmt.Errorf("%w: images tensor: %v", ErrInvalidInput, err)
-	}
-	p := fastPlan{w: int64(w), h: int64(h), rw: int64(rw), rh: int64(rh), cw: int64(rw), ch: int64(rh)}
+	rw, rh := g.ResizeW, g.ResizeH
 	if (rw != w || rh != h) && c.proc.Resample != imageproc.Bicubic && c.proc.Resample != imageproc.Bilinear {
 		return fastPlan{}, fmt.Errorf("%w: the fast tensor path resizes with bicubic or bilinear filters, the processor asks for %v",
 			ErrUnsupported, c.proc.Resample)
 	}
-	if c.proc.DoCenterCrop {
-		top, left := cropOffset(rh, oh), cropOffset(rw, ow)
-		y0, y1 := max(top, 0), min(top+oh, rh)
-		x0, x1 := max(left, 0), min(left+ow, rw)
-		p.x0, p.y0, p.cw, p.ch = int64(x0), int64(y0), int64(x1-x0), int64(y1-y0)
-		p.padL, p.padR = int64(x0-left), int64(left+ow-x1)
-		p.padT, p.padB = int64(y0-top), int64(top+oh-y1)
-	}
-	return p, nil
-}
-
-// cropOffset is the centre crop's offset, floor((size − crop)/2) (negative when the image is
-// smaller than the crop), as transformers computes it.
-func cropOffset(size, crop int) int {
-	d := size - crop
-	if d < 0 {
-		return -((-d + 1) / 2)
-	}
-	return d / 2
+	return fastPlan{w: int64(w), h: int64(h), rw: int64(rw), rh: int64(rh),
+		x0: int64(g.X0), y0: int64(g.Y0), cw: int64(g.X1 - g.X0), ch: int64(g.Y1 - g.Y0),
+		padL: int64(g.X0 - g.Left), padR: int64(g.Left + g.OutW - g.X1),
+		padT: int64(g.Y0 - g.Top), padB: int64(g.Top + g.OutH - g.Y1)}, nil
 }
 
 // fastMaxResize bounds the fast path's resized sides, in multiples of the model's input side;
