@@ -25,13 +25,15 @@ var layerRules = map[string][]string{
 	"internal/imageproc": {modulePath + "/internal/fileread"},
 	"internal/cliptok":   {modulePath + "/internal/fileread"},
 	"internal/fileread":  {},
+	// The tests' shared builders: the standard library only, imported by tests only (below).
+	"internal/testbuild": {},
 	// The only place that calls libtorch below gotch's API (gotch/libtch).
 	"internal/gotchutil": {gotchPath, gotchPath + "/ts", gotchPath + "/libtch"},
 }
 
 // importViolations returns "file: reason" for each import of a library file that breaks the rules:
 // a package of layerRules importing outside its list, gotch/libtch outside internal/gotchutil, or an
-// internal package importing the root package.
+// internal package importing the root package, or library code importing the test builders.
 func importViolations(files map[string]*ast.File) []string {
 	var out []string
 	for _, path := range sortedKeys(files) {
@@ -43,6 +45,8 @@ func importViolations(files map[string]*ast.File) []string {
 				continue // the standard library and other modules (golang.org/x/…)
 			}
 			switch {
+			case p == modulePath+"/internal/testbuild":
+				out = append(out, path+": library code imports the test builders")
 			case ruled && !slices.Contains(allowed, p):
 				out = append(out, path+": imports "+p+", outside "+dir+"'s layer")
 			case p == gotchPath+"/libtch" && dir != "internal/gotchutil":
@@ -84,10 +88,12 @@ func TestImportLayeringDetector(t *testing.T) {
 		"internal/checkpoint/x.go": parse("internal/checkpoint/x.go", `package checkpoint; import _ "github.com/sugarme/gotch"`),
 		"tensor_path.go":           parse("tensor_path.go", `package safety; import lib "github.com/sugarme/gotch/libtch"; var _ lib.Ctensor`),
 		"internal/setup/x.go":      parse("internal/setup/x.go", `package setup; import _ "github.com/sdsafety/safety"`),
+		"hub/x.go":                 parse("hub/x.go", `package hub; import _ "github.com/sdsafety/safety/internal/testbuild"`),
 		"internal/clip/ok.go":      parse("internal/clip/ok.go", `package clip; import ("fmt"; _ "github.com/sugarme/gotch/ts"); var _ = fmt.Sprint`),
 	}
 	got := importViolations(files)
 	want := []string{
+		"hub/x.go: library code imports the test builders",
 		"internal/checkpoint/x.go: imports github.com/sugarme/gotch, outside internal/checkpoint's layer",
 		"internal/setup/x.go: an internal package imports the public API",
 		"tensor_path.go: raw libtch call site outside internal/gotchutil",

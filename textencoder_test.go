@@ -2,9 +2,10 @@ package safety
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"github.com/sdsafety/safety/internal/testbuild"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -233,29 +234,16 @@ func TestPoolPositions(t *testing.T) {
 // writeSafetensors writes tensors (name → checkpoint tensor) as a safetensors file.
 func writeSafetensors(t *testing.T, path string, tensors map[string]checkpoint.Tensor) {
 	t.Helper()
-	names := make([]string, 0, len(tensors))
-	for n := range tensors {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
-	var data []byte
-	for _, n := range names {
+	var tb []testbuild.Tensor
+	for _, n := range slices.Sorted(maps.Keys(tensors)) {
 		tn := tensors[n]
-		header[n] = map[string]any{"dtype": tn.DType.String(), "shape": tn.Shape,
-			"data_offsets": []int{len(data), len(data) + len(tn.Data)}}
-		data = append(data, tn.Data...)
+		tb = append(tb, testbuild.Tensor{Name: n, DType: tn.DType.String(), Shape: tn.Shape, Data: tn.Data})
 	}
-	h, err := json.Marshal(header)
+	b, err := testbuild.Safetensors(tb, func(h map[string]map[string]any) { h["__metadata__"] = map[string]any{"format": "pt"} })
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
 	if err != nil {
-		t.Fatal(err)
-	}
-	for len(h)%8 != 0 {
-		h = append(h, ' ')
-	}
-	out := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
-	out = append(append(out, h...), data...)
-	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
