@@ -2,6 +2,7 @@ package safety
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/sugarme/gotch"
 
@@ -21,6 +22,21 @@ func applyOptions(opts []Option) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// openConfig applies opts and reads dir/config.json with load (clip.LoadConfig or
+// clip.LoadTextConfig): the first step of Load and LoadTextEncoder. Errors reading the config wrap
+// ErrCheckpoint.
+func openConfig[C any](dir string, opts []Option, load func(path string) (C, error)) (options, C, error) {
+	var cfg C
+	o, err := applyOptions(opts)
+	if err != nil {
+		return o, cfg, err
+	}
+	if cfg, err = load(filepath.Join(dir, "config.json")); err != nil {
+		return o, cfg, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	return o, cfg, nil
 }
 
 // startModel finds the weights file in dir (safetensors first, the fp16 variant first when

@@ -83,13 +83,9 @@ type Info struct {
 // computing in float16) and optionally preprocessor_config.json (the SD v1 feature extractor's values
 // otherwise). Nil options mean the defaults: auto device, float32, batch 8, adjustment 0.
 func Load(dir string, opts ...Option) (*Checker, error) {
-	o, err := applyOptions(opts)
+	o, cfg, err := openConfig(dir, opts, clip.LoadConfig)
 	if err != nil {
 		return nil, err
-	}
-	cfg, err := clip.LoadConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	proc, err := loadProcessorConfig(dir, o.processor)
 	if err != nil {

@@ -95,13 +95,9 @@ func WithTokenizerDir(dir string) Option {
 // The tokenizer is read from WithTokenizerDir, else dir, else dir/../tokenizer. Weights files are
 // found as for [Load]. Of the options, WithDevice, WithDType, WithBatchSize and WithThreads apply.
 func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
-	o, err := applyOptions(opts)
+	o, cfg, err := openConfig(dir, opts, clip.LoadTextConfig)
 	if err != nil {
 		return nil, err
-	}
-	cfg, err := clip.LoadTextConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	tokDir := o.tokenizerDir
 	if tokDir == "" {

@@ -189,11 +189,7 @@ func (l *encoderLayer) forward(t *gotchutil.Tape, x, mask *ts.Tensor) *ts.Tensor
 	h := t.AddOut(a, x, a) // x + attention
 	t.Free(a)
 	t.Free(x)
-	m := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return l.mlp.forward(s, l.norm2.Forward(s, h)) })
-	out := t.AddOut(m, h, m) // h + mlp
-	t.Free(m)
-	t.Free(h)
-	return out
+	return l.mlpHalf(t, h)
 }
 
 // forwardClass is forward for the class token only, for the last layer: the pooled output reads
@@ -208,6 +204,12 @@ func (l *encoderLayer) forwardClass(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor 
 	t.Free(a)
 	t.Free(cls)
 	t.Free(x)
+	return l.mlpHalf(t, h)
+}
+
+// mlpHalf is the second half of a layer: h + mlp(layer_norm2(h)), written into the MLP's output;
+// h (on t) is dropped. h [..., D] → [..., D].
+func (l *encoderLayer) mlpHalf(t *gotchutil.Tape, h *ts.Tensor) *ts.Tensor {
 	m := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return l.mlp.forward(s, l.norm2.Forward(s, h)) })
 	out := t.AddOut(m, h, m) // h + mlp
 	t.Free(m)
