@@ -93,7 +93,9 @@ func WithTokenizerDir(dir string) Option {
 //     concepts, return [ErrNoProjection].
 //
 // The tokenizer is read from WithTokenizerDir, else dir, else dir/../tokenizer. Weights files are
-// found as for [Load]. Of the options, WithDevice, WithDType, WithBatchSize and WithThreads apply.
+// found as for [Load]. Of the options, WithDevice, WithDType, WithBatchSize and WithThreads apply;
+// device, dtype and attention are decided as for Load (a dtype this libtorch cannot run the text
+// tower in on that device, such as float16 on libtorch 2.1's CPU, is refused with [ErrUnsupported]).
 func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	o, cfg, err := openConfig(dir, opts, clip.LoadTextConfig)
 	if err != nil {
