@@ -24,11 +24,9 @@ const DefaultModel = hub.DefaultRepo
 // commit, WithHubClient a configured client (endpoint, token, progress). The other options are those
 // of [Load].
 func FromPretrained(ctx context.Context, model string, opts ...Option) (*Checker, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	if model == "" {
 		model = DefaultModel
@@ -56,7 +54,46 @@ func FromPretrained(ctx context.Context, model string, opts ...Option) (*Checker
 	return Load(dir, opts...)
 }
 
-// WithRevision selects the hub revision FromPretrained fetches (default "main").
+// DefaultTextModel is the CLIP model whose text tower embeds custom concepts in [DefaultModel]'s
+// image embedding space.
+const DefaultTextModel = hub.CLIPTextRepo
+
+// TextEncoderFromPretrained loads a text encoder by name, as [FromPretrained] loads a checker:
+// model is a local directory (see [LoadTextEncoder]) or a hub repository id ("" means
+// [DefaultTextModel]), fetched once into the shared Hugging Face cache. Only config.json, the best
+// weights file and the tokenizer files (tokenizer.json, else vocab.json and merges.txt; with
+// tokenizer_config.json and special_tokens_map.json) are fetched.
+//
+// WithSubfolder("text_encoder") selects a Stable Diffusion pipeline's text encoder, whose tokenizer
+// then comes from the sibling "tokenizer" folder (such an encoder has no projection: see
+// [ErrNoProjection]). WithRevision, WithHubClient and WithTokenizerDir apply, and the options of
+// LoadTextEncoder.
+func TextEncoderFromPretrained(ctx context.Context, model string, opts ...Option) (*TextEncoder, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if model == "" {
+		model = DefaultTextModel
+	}
+	if st, err := os.Stat(model); err == nil && st.IsDir() {
+		return LoadTextEncoder(filepath.Join(model, o.subfolder), opts...)
+	}
+	if !hub.IsRepoID(model) {
+		return nil, fmt.Errorf("safety: model %q is neither a directory nor a hub repository id (org/name)", model)
+	}
+	dir, tokDir, err := hub.FetchTextModel(ctx, o.hub, model, o.revision, o.subfolder, o.dtype == Float16)
+	if err != nil {
+		return nil, fmt.Errorf("safety: fetch %s: %w", model, err)
+	}
+	if o.tokenizerDir == "" {
+		opts = append(opts, WithTokenizerDir(tokDir))
+	}
+	return LoadTextEncoder(dir, opts...)
+}
+
+// WithRevision selects the hub revision FromPretrained and TextEncoderFromPretrained fetch (default
+// "main").
 func WithRevision(rev string) Option {
 	return func(o *options) error { o.revision = rev; return nil }
 }

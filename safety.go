@@ -12,6 +12,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 	"github.com/sdsafety/safety/internal/imageproc"
 )
@@ -63,17 +64,17 @@ type Checker struct {
 
 // Info describes a loaded Checker.
 type Info struct {
-	Dir            string                  // model directory
-	WeightsFile    string                  // the weights file read
-	Device         Device                  // DeviceCPU or DeviceCUDA (never auto)
-	DType          DType                   // compute precision
-	Vision         checkpoint.VisionConfig // the vision tower's configuration
-	ProjectionDim  int                     // width of ImageEmbeds
-	Concepts       int                     // number of NSFW concepts (17)
-	SpecialConcept int                     // number of special-care concepts (3)
-	Libtorch       string                  // libtorch version, "" when unknown
-	SDPA           bool                    // attention uses scaled_dot_product_attention
-	ImageSize      int                     // side of the model's square input
+	Dir            string       // model directory
+	WeightsFile    string       // the weights file read
+	Device         Device       // DeviceCPU or DeviceCUDA (never auto)
+	DType          DType        // compute precision
+	Vision         VisionConfig // the vision tower's configuration
+	ProjectionDim  int          // width of ImageEmbeds
+	Concepts       int          // number of NSFW concepts (17)
+	SpecialConcept int          // number of special-care concepts (3)
+	Libtorch       string       // libtorch version, "" when unknown
+	SDPA           bool         // attention uses scaled_dot_product_attention
+	ImageSize      int          // side of the model's square input
 }
 
 // Load reads a checker from dir, a directory in the Hugging Face layout of
@@ -82,15 +83,9 @@ type Info struct {
 // computing in float16) and optionally preprocessor_config.json (the SD v1 feature extractor's values
 // otherwise). Nil options mean the defaults: auto device, float32, batch 8, adjustment 0.
 func Load(dir string, opts ...Option) (*Checker, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
-	}
-	cfg, err := checkpoint.LoadConfig(filepath.Join(dir, "config.json"))
+	o, cfg, err := openConfig(dir, opts, clip.LoadConfig)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		return nil, err
 	}
 	proc, err := loadProcessorConfig(dir, o.processor)
 	if err != nil {
@@ -100,19 +95,16 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 		return nil, fmt.Errorf("%w: preprocessing crops %dx%d but the model takes %dx%d images", ErrCheckpoint,
 			proc.CropWidth, proc.CropHeight, cfg.Vision.ImageSize, cfg.Vision.ImageSize)
 	}
-	weights, err := checkpoint.FindWeights(dir, o.dtype == Float16)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	rt, err := gotchutil.NewRuntime()
+	weights, rt, err := startModel(dir, o)
 	if err != nil {
 		return nil, err
 	}
 	c := &Checker{rt: rt, proc: proc, opts: o}
 	c.info = Info{Dir: dir, WeightsFile: weights, DType: o.dtype, Vision: cfg.Vision, ProjectionDim: cfg.ProjectionDim,
 		Libtorch: gotchutil.Build().Libtorch, ImageSize: cfg.Vision.ImageSize}
-	if err := rt.Run(func() error { return c.load(cfg, weights) }); err != nil {
-		rt.Close()
+	if err := loadModel(rt, weights, o, true, func(p placement, ck checkpoint.Checkpoint) error {
+		return c.load(p, cfg, ck)
+	}); err != nil {
 		return nil, err
 	}
 	if o.selfTest {
@@ -124,41 +116,9 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
-// load runs on the worker thread.
-func (c *Checker) load(cfg checkpoint.Config, weights string) error {
-	if c.opts.threads > 0 {
-		if err := gotchutil.SetNumThreads(c.opts.threads); err != nil {
-			return err
-		}
-	}
-	c.info.SDPA = gotchutil.SDPAWorks()
-	cuda := gotch.CUDA.IsAvailable()
-	switch {
-	case c.opts.device == DeviceCUDA && !cuda:
-		return ErrNoCUDA
-	case c.opts.device == DeviceCPU || !cuda:
-		c.device, c.info.Device = gotch.CPU, DeviceCPU
-	default:
-		c.device, c.info.Device = gotch.CudaBuilder(0), DeviceCUDA
-	}
-	switch c.opts.dtype {
-	case Float16:
-		c.dtype = gotch.Half
-	case BFloat16:
-		c.dtype = gotch.BFloat16
-	default:
-		c.dtype = gotch.Float
-	}
-
-	if err := gotchutil.ProbeDType(c.device, c.dtype); err != nil {
-		return fmt.Errorf("%w: computing in %s on %s: %v (on a CPU, use float32 or bfloat16)",
-			ErrUnsupported, c.opts.dtype, c.info.Device, err)
-	}
-	ck, err := checkpoint.Open(weights)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	defer ck.Close()
+// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+func (c *Checker) load(p placement, cfg clip.Config, ck checkpoint.Checkpoint) error {
+	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
 	w, concepts, prefix, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype)
 	if err != nil {
 		return err

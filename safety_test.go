@@ -524,36 +524,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestExplicitAttentionMatchesSDPA checks the fallback used where scaled_dot_product_attention is
-// missing (libtorch < 2.0) or broken: same embeddings and verdicts as the reference.
-func TestExplicitAttentionMatchesSDPA(t *testing.T) {
-	for _, dir := range goldenModels(t) {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			c := mustLoad(t, dir, WithDevice(DeviceCPU))
-			setSDPA(t, c, false)
-			t.Cleanup(func() { setSDPA(t, c, c.info.SDPA) })
-			compareWithReference(t, c, goldenRefs(t, dir), float32Tol)
-		})
-	}
-}
-
-// setSDPA switches the vision tower between scaled_dot_product_attention and the explicit
-// attention on the checker's worker thread, and fails the test when the switch did not happen.
-func setSDPA(t *testing.T, c *Checker, on bool) {
-	t.Helper()
-	var now bool
-	if err := c.rt.Run(func() error {
-		c.tower.useSDPA = on
-		now = c.tower.useSDPA
-		return nil
-	}); err != nil {
-		t.Fatalf("switching SDPA to %v: %v", on, err)
-	}
-	if now != on {
-		t.Fatalf("SDPA is %v after switching it to %v", now, on)
-	}
-}
-
 // TestDTypeOnCPU checks that a precision the CPU build cannot run is refused at Load with a clear
 // error (libtorch 2.1 has no float16 conv2d on the CPU), and that bfloat16 gives float32's verdicts.
 func TestDTypeOnCPU(t *testing.T) {

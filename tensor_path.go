@@ -7,7 +7,6 @@ import (
 	"math"
 
 	"github.com/sugarme/gotch"
-	lib "github.com/sugarme/gotch/libtch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -280,46 +279,27 @@ type fastPlan struct {
 	padT, padB int64
 }
 
-// planFast computes the fast path's geometry with the processor's rules (imageproc.Config.ResizeSize,
-// centre crop at floor((size − crop)/2)).
+// planFast computes the fast path's geometry with the processor's own (imageproc.Config.Geometry,
+// the one the host preprocessing uses).
 func (c *Checker) planFast(w, h int) (fastPlan, error) {
 	s := c.info.ImageSize
-	ow, oh, err := c.proc.OutputSize(w, h)
+	g, err := c.proc.Geometry(w, h)
 	if err != nil {
 		return fastPlan{}, fmt.Errorf("%w: images tensor: %v", ErrInvalidInput, err)
 	}
-	if ow != s || oh != s {
+	if g.OutW != s || g.OutH != s {
 		return fastPlan{}, fmt.Errorf("%w: preprocessing gives %dx%d for %dx%d images, the model takes %dx%d",
-			ErrInvalidInput, ow, oh, w, h, s, s)
+			ErrInvalidInput, g.OutW, g.OutH, w, h, s, s)
 	}
-	rw, rh, err := c.proc.ResizeSize(w, h)
-	if err != nil {
-		return fastPlan{}, fmt.Errorf("%w: images tensor: %v", ErrInvalidInput, err)
-	}
-	p := fastPlan{w: int64(w), h: int64(h), rw: int64(rw), rh: int64(rh), cw: int64(rw), ch: int64(rh)}
+	rw, rh := g.ResizeW, g.ResizeH
 	if (rw != w || rh != h) && c.proc.Resample != imageproc.Bicubic && c.proc.Resample != imageproc.Bilinear {
 		return fastPlan{}, fmt.Errorf("%w: the fast tensor path resizes with bicubic or bilinear filters, the processor asks for %v",
 			ErrUnsupported, c.proc.Resample)
 	}
-	if c.proc.DoCenterCrop {
-		top, left := cropOffset(rh, oh), cropOffset(rw, ow)
-		y0, y1 := max(top, 0), min(top+oh, rh)
-		x0, x1 := max(left, 0), min(left+ow, rw)
-		p.x0, p.y0, p.cw, p.ch = int64(x0), int64(y0), int64(x1-x0), int64(y1-y0)
-		p.padL, p.padR = int64(x0-left), int64(left+ow-x1)
-		p.padT, p.padB = int64(y0-top), int64(top+oh-y1)
-	}
-	return p, nil
-}
-
-// cropOffset is the centre crop's offset, floor((size − crop)/2) (negative when the image is
-// smaller than the crop), as transformers computes it.
-func cropOffset(size, crop int) int {
-	d := size - crop
-	if d < 0 {
-		return -((-d + 1) / 2)
-	}
-	return d / 2
+	return fastPlan{w: int64(w), h: int64(h), rw: int64(rw), rh: int64(rh),
+		x0: int64(g.X0), y0: int64(g.Y0), cw: int64(g.X1 - g.X0), ch: int64(g.Y1 - g.Y0),
+		padL: int64(g.X0 - g.Left), padR: int64(g.Left + g.OutW - g.X1),
+		padT: int64(g.Y0 - g.Top), padB: int64(g.Top + g.OutH - g.Y1)}, nil
 }
 
 // fastMaxResize bounds the fast path's resized sides, in multiples of the model's input side;
@@ -429,10 +409,8 @@ var hasOp = gotchutil.HasOp
 
 // resizeAA resizes x: [B, C, H, W] float to [B, C, h, w] with libtorch's antialiased bicubic (or
 // bilinear) interpolation, align_corners=false: torch's interpolate(..., antialias=True), the
-// float counterpart of Pillow's resize. gotch generates the wrappers of these ops unexported (their
-// names start with an underscore), so they are called through gotch's libtch binding as the
-// generated wrapper does. When this libtorch build lacks the op, the non-antialiased
-// upsample_bicubic2d / upsample_bilinear2d is used instead.
+// float counterpart of Pillow's resize (gotchutil's Tape.UpsampleAA). When this libtorch build
+// lacks the op, the non-antialiased upsample_bicubic2d / upsample_bilinear2d is used instead.
 func resizeAA(t *gotchutil.Tape, x *ts.Tensor, h, w int64, filter imageproc.Filter) *ts.Tensor {
 	if !t.Ok() {
 		return nil
@@ -455,21 +433,7 @@ func resizeAA(t *gotchutil.Tape, x *ts.Tensor, h, w int64, filter imageproc.Filt
 		y, err := x.UpsampleBicubic2d(size, false, nil, nil, false)
 		return t.Record("upsample_bicubic2d", y, err)
 	}
-	var out lib.Ctensor
-	self := lib.Ctensor(x.Ctensor())
-	// Arguments: output size, align_corners = 0, scales_h and scales_w absent (null flag 1).
-	if bilinear {
-		lib.Atg_UpsampleBilinear2dAa(&out, self, size, len(size), 0, 0, 1, 0, 1)
-	} else {
-		lib.Atg_UpsampleBicubic2dAa(&out, self, size, len(size), 0, 0, 1, 0, 1)
-	}
-	if err := ts.TorchErr(); err != nil {
-		return t.Record(op, nil, err)
-	}
-	if out == nil {
-		return t.Record(op, nil, errors.New("no tensor returned"))
-	}
-	return t.Record(op, ts.New(out, op), nil)
+	return t.UpsampleAA(x, h, w, bilinear)
 }
 
 // censorTensor returns a new tensor: images with every image whose result is NSFW replaced by zeros,

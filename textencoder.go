@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
-
-	"github.com/sugarme/gotch"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/cliptok"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
@@ -43,12 +41,12 @@ type TextEncoder struct {
 
 // TextInfo describes a loaded TextEncoder.
 type TextInfo struct {
-	Dir          string                // model directory
-	WeightsFile  string                // the weights file read
-	TokenizerDir string                // where the tokenizer files were read
-	Device       Device                // DeviceCPU or DeviceCUDA
-	DType        DType                 // compute precision
-	Text         checkpoint.TextConfig // the text tower's configuration
+	Dir          string     // model directory
+	WeightsFile  string     // the weights file read
+	TokenizerDir string     // where the tokenizer files were read
+	Device       Device     // DeviceCPU or DeviceCUDA
+	DType        DType      // compute precision
+	Text         TextConfig // the text tower's configuration
 	// ProjectionDim is the width of the projected embeddings, 0 when the checkpoint has no text
 	// projection (then only pooled outputs are available and Embed returns ErrNoProjection).
 	ProjectionDim int
@@ -95,17 +93,13 @@ func WithTokenizerDir(dir string) Option {
 //     concepts, return [ErrNoProjection].
 //
 // The tokenizer is read from WithTokenizerDir, else dir, else dir/../tokenizer. Weights files are
-// found as for [Load]. Of the options, WithDevice, WithDType, WithBatchSize and WithThreads apply.
+// found as for [Load]. Of the options, WithDevice, WithDType, WithBatchSize and WithThreads apply;
+// device, dtype and attention are decided as for Load (a dtype this libtorch cannot run the text
+// tower in on that device, such as float16 on libtorch 2.1's CPU, is refused with [ErrUnsupported]).
 func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
-	}
-	cfg, err := checkpoint.LoadTextConfig(filepath.Join(dir, "config.json"))
+	o, cfg, err := openConfig(dir, opts, clip.LoadTextConfig)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		return nil, err
 	}
 	tokDir := o.tokenizerDir
 	if tokDir == "" {
@@ -127,54 +121,26 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 		return nil, fmt.Errorf("%w: the tokenizer in %s has %d ids but the model's vocab_size is %d", ErrCheckpoint,
 			tokDir, n, cfg.Text.VocabSize)
 	}
-	weights, err := checkpoint.FindWeights(dir, o.dtype == Float16)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	rt, err := gotchutil.NewRuntime()
+	weights, rt, err := startModel(dir, o)
 	if err != nil {
 		return nil, err
 	}
 	e := &TextEncoder{rt: rt, tok: tok, opts: o}
 	e.info = TextInfo{Dir: dir, WeightsFile: weights, TokenizerDir: tokDir, DType: o.dtype, Text: cfg.Text,
-		ContextLength: cfg.Text.MaxPositionEmbeddings, SDPA: gotchutil.HasOp("scaled_dot_product_attention"),
-		Libtorch: gotchutil.Build().Libtorch}
-	if err := rt.Run(func() error { return e.load(cfg, weights) }); err != nil {
-		rt.Close()
+		ContextLength: cfg.Text.MaxPositionEmbeddings,
+		Libtorch:      gotchutil.Build().Libtorch}
+	if err := loadModel(rt, weights, o, false, func(p placement, ck checkpoint.Checkpoint) error {
+		return e.load(p, cfg, ck)
+	}); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// load runs on the worker thread.
-func (e *TextEncoder) load(cfg checkpoint.TextModelConfig, weights string) error {
-	if e.opts.threads > 0 {
-		if err := gotchutil.SetNumThreads(e.opts.threads); err != nil {
-			return err
-		}
-	}
-	var device gotch.Device
-	cuda := gotch.CUDA.IsAvailable()
-	switch {
-	case e.opts.device == DeviceCUDA && !cuda:
-		return ErrNoCUDA
-	case e.opts.device == DeviceCPU || !cuda:
-		device, e.info.Device = gotch.CPU, DeviceCPU
-	default:
-		device, e.info.Device = gotch.CudaBuilder(0), DeviceCUDA
-	}
-	dtype := gotch.Float
-	switch e.opts.dtype {
-	case Float16:
-		dtype = gotch.Half
-	case BFloat16:
-		dtype = gotch.BFloat16
-	}
-	ck, err := checkpoint.Open(weights)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	defer ck.Close()
+// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.Checkpoint) error {
+	device, dtype := p.device, p.dtype
+	e.info.Device, e.info.SDPA = p.where, p.sdpa
 	w, prefix, projected, err := loadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
 	if err != nil {
 		return err
@@ -182,15 +148,9 @@ func (e *TextEncoder) load(cfg checkpoint.TextModelConfig, weights string) error
 	if projected {
 		e.info.ProjectionDim = cfg.ProjectionDim
 	}
-	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device, dtype)
+	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device)
 	if err := e.rt.Owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble text tower: %w", err)
-	}
-	for name, x := range w { // the separate q, k and v projections now live in the fused ones
-		if strings.Contains(name, "self_attn.q_proj.") || strings.Contains(name, "self_attn.k_proj.") ||
-			strings.Contains(name, "self_attn.v_proj.") {
-			e.rt.Owned.Free(x)
-		}
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package safety
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -15,6 +14,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -36,9 +36,9 @@ var ignoredKeys = map[string]bool{
 // onto device in dtype (so peak host memory stays near one copy of the weights), and the concept
 // head into host float32. Tensors it creates are recorded on t.
 // It returns the weights — by checkpoint key, except the encoder layers' weights, which are stacked
-// over the layers under stackKey (see weightGroups) — the concepts, and the key prefix of the vision
+// over the layers under clip.StackKey (see clip.Groups) — the concepts, and the key prefix of the vision
 // tower.
-func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Config,
+func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
 	prefix := visionPrefix
 	if _, nested := ck.Info(visionPrefix + "embeddings.class_embedding"); !nested {
@@ -67,45 +67,20 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 		keySpecialThresholds: {nSpecial},
 	}
 
-	var problems []string
-	for _, name := range ck.Names() {
-		if _, ok := want[name]; !ok && head[name] == nil && !ignoredKeys[name] {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q", name))
-		}
-	}
-	check := func(name string, shape []int64) {
-		info, ok := ck.Info(name)
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", name, shape))
-		case !slices.Equal(info.Shape, shape):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", name, info.Shape, shape))
-		case !info.DType.IsFloat():
-			problems = append(problems, fmt.Sprintf("tensor %q has dtype %s, want a float type", name, info.DType))
-		}
-	}
-	for _, name := range sortedKeys(want) {
-		check(name, want[name])
-	}
-	for _, name := range sortedKeys(head) {
-		check(name, head[name])
-	}
-	if len(problems) > 0 {
-		if len(problems) > 8 {
-			problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
-		}
-		return nil, nil, "", fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
+	problems := checkKeys(ck, func(name string) bool { return !ignoredKeys[name] }, want, head)
+	if err := keysError(ck, problems); err != nil {
+		return nil, nil, "", err
 	}
 
-	groups := weightGroups(cfg, prefix, want)
+	groups := clip.Groups(cfg.Vision.NumHiddenLayers, prefix, want)
 	w := make(map[string]*ts.Tensor, len(groups))
 	for _, g := range groups {
 		x, err := loadGroup(ck, g, device, dtype)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		t.Record(g.key, x, nil)
-		w[g.key] = x
+		t.Record(g.Key, x, nil)
+		w[g.Key] = x
 	}
 
 	host := map[string][]float32{}
@@ -143,6 +118,52 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg checkpoint.Con
 	return w, concepts, prefix, nil
 }
 
+// checkKeys compares ck with the wanted keys and shapes (each map in turn, keys in sorted order):
+// every wanted tensor must be there with its shape and a float dtype, and every tensor of ck that
+// belongs to the model (belongs(name)) and is not wanted is unexpected. It returns the problems found.
+func checkKeys(ck checkpoint.Checkpoint, belongs func(name string) bool, want ...map[string][]int64) []string {
+	var problems []string
+	for _, name := range ck.Names() {
+		wanted := false
+		for _, m := range want {
+			if _, ok := m[name]; ok {
+				wanted = true
+				break
+			}
+		}
+		if !wanted && belongs(name) {
+			problems = append(problems, fmt.Sprintf("unexpected tensor %q", name))
+		}
+	}
+	for _, m := range want {
+		for _, name := range sortedKeys(m) {
+			shape := m[name]
+			info, ok := ck.Info(name)
+			switch {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", name, shape))
+			case !slices.Equal(info.Shape, shape):
+				problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", name, info.Shape, shape))
+			case !info.DType.IsFloat():
+				problems = append(problems, fmt.Sprintf("tensor %q has dtype %s, want a float type", name, info.DType))
+			}
+		}
+	}
+	return problems
+}
+
+// keysError is the ErrCheckpoint error listing problems (at most 8 of them, then a count), nil when
+// there are none.
+func keysError(ck checkpoint.Checkpoint, problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	if len(problems) > 8 {
+		problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
+	}
+	return fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
+}
+
 // checkLayerCount compares the number of encoder layers config.json declares with the layers the
 // checkpoint holds under prefix+"encoder.layers.N.", before any per-layer key is listed: a config
 // declaring more layers than the checkpoint has is refused here with one line, not after listing
@@ -167,60 +188,15 @@ func checkLayerCount(ck checkpoint.Checkpoint, prefix string, declared int) erro
 	return nil
 }
 
-// weightGroup is one tensor of the model: checkpoint tensors concatenated along dimension 0 (row-major
-// data back to back), with the given shape.
-type weightGroup struct {
-	key   string   // key in the weights map
-	parts []string // checkpoint keys, in order
-	shape []int64
-}
-
-// weightGroups plans the tensors to load from the validated keys (want): each of the encoder layers'
-// weights stacked over the layers under stackKey — layer 0's, then layer 1's, … with q, k and v
-// fused for self_attn.qkv_proj — and every other vision key on its own.
-func weightGroups(cfg checkpoint.Config, prefix string, want map[string][]int64) []weightGroup {
-	layers := cfg.Vision.NumHiddenLayers
-	stacked := map[string]bool{}
-	var groups []weightGroup
-	for _, name := range stackedLayerWeights {
-		g := weightGroup{key: stackKey(prefix, name)}
-		var per []int64
-		for l := range layers {
-			pre := fmt.Sprintf("%sencoder.layers.%d.", prefix, l)
-			parts := []string{pre + name}
-			if att, kind, ok := strings.Cut(name, "qkv_proj."); ok {
-				parts = []string{pre + att + "q_proj." + kind, pre + att + "k_proj." + kind, pre + att + "v_proj." + kind}
-			}
-			per = slices.Clone(want[parts[0]])
-			per[0] *= int64(len(parts))
-			g.parts = append(g.parts, parts...)
-			for _, p := range parts {
-				stacked[p] = true
-			}
-		}
-		if per == nil { // no layers: an empty stack of the right rank
-			per = []int64{0}
-		}
-		g.shape = append([]int64{int64(layers)}, per...)
-		groups = append(groups, g)
-	}
-	for _, name := range sortedKeys(want) {
-		if !stacked[name] {
-			groups = append(groups, weightGroup{key: name, parts: []string{name}, shape: want[name]})
-		}
-	}
-	return groups
-}
-
 // loadGroup makes the tensor of g on device in dtype, refusing any NaN or Inf element. On the CPU in
 // the checkpoint's dtype, the parts' bytes go straight from the checkpoint into the new tensor — a
 // single copy, in parallel chunks that are checked as they are copied, after which the file's pages
 // are released. Otherwise each part is staged in its own dtype and converted by libtorch into the
 // group's CPU tensor (one part's staging at a time), which then moves to device.
-func loadGroup(ck checkpoint.Checkpoint, g weightGroup, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
-	tns := make([]checkpoint.Tensor, len(g.parts))
+func loadGroup(ck checkpoint.Checkpoint, g clip.Group, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
+	tns := make([]checkpoint.Tensor, len(g.Parts))
 	direct := device == gotch.CPU
-	for i, name := range g.parts {
+	for i, name := range g.Parts {
 		tn, err := guardedTensor(ck, name)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
@@ -233,8 +209,8 @@ func loadGroup(ck checkpoint.Checkpoint, g weightGroup, device gotch.Device, dty
 		tns[i] = tn
 	}
 	var t gotchutil.Tape
-	x, buf, err := gotchutil.EmptyCPU(dtype, g.shape...)
-	if x = t.Record("load "+g.key, x, err); x != nil {
+	x, buf, err := gotchutil.EmptyCPU(dtype, g.Shape...)
+	if x = t.Record("load "+g.Key, x, err); x != nil {
 		if direct {
 			t.Fail("load", copyChecked(ck, tns, buf))
 		} else {
@@ -292,9 +268,9 @@ func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DTy
 	// A finite value can overflow the narrower dtype (a float64 weight of 1e300 in float32, a float32
 	// one of 1e5 in float16): check what was converted, not only what was read.
 	to := checkpointDType(dtype)
-	if i := firstNonFinite(checkpoint.Tensor{DType: to, Data: b}); i >= 0 {
+	if i := checkpoint.FirstNonFinite(checkpoint.Tensor{DType: to, Data: b}); i >= 0 {
 		return 0, errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d (%s) is %s in %s: it overflows the compute dtype",
-			ErrCheckpoint, ck.Path(), tn.Name, i, tn.DType, nonFiniteName(to, b[i*to.Size():]), to)}
+			ErrCheckpoint, ck.Path(), tn.Name, i, tn.DType, checkpoint.NonFiniteName(to, b[i*to.Size():]), to)}
 	}
 	if len(b) > len(dst) {
 		return 0, fmt.Errorf("tensor %q: %d converted bytes, %d left in the destination", tn.Name, len(b), len(dst))
@@ -310,7 +286,7 @@ func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtyp
 		_, err := ck.Tensor(name) // the checkpoint's own not-found error
 		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
-	return loadGroup(ck, weightGroup{key: name, parts: []string{name}, shape: info.Shape}, device, dtype)
+	return loadGroup(ck, clip.Group{Key: name, Parts: []string{name}, Shape: info.Shape}, device, dtype)
 }
 
 // guardedTensor is ck.Tensor with memory faults on the mapped file turned into errors (a torch
@@ -372,7 +348,7 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 	work := func(i int) {
 		c := &chunks[i]
 		err := checkpoint.GuardFault(ck.Path(), func() error {
-			c.bad = firstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
+			c.bad = checkpoint.FirstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
 			checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
 			copy(c.dst, c.src)
 			release(c.src)
@@ -408,74 +384,10 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 			tn := tns[c.part]
 			size := tn.DType.Size()
 			return errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d is %s", ErrCheckpoint, ck.Path(), tn.Name,
-				c.first+c.bad, nonFiniteName(tn.DType, c.src[c.bad*size:]))}
+				c.first+c.bad, checkpoint.NonFiniteName(tn.DType, c.src[c.bad*size:]))}
 		}
 	}
 	return nil
-}
-
-// firstNonFinite returns the index of the first NaN or ±Inf element of a float tensor, or -1 (also
-// for non-float dtypes). It tests the exponent bits of the little-endian data: all ones is NaN or Inf
-// in every IEEE format (and in bfloat16).
-func firstNonFinite(tn checkpoint.Tensor) int {
-	switch tn.DType {
-	case checkpoint.F32:
-		return scanExponents(tn.Data, 4, 0x7f800000)
-	case checkpoint.F16:
-		return scanExponents(tn.Data, 2, 0x7c00)
-	case checkpoint.BF16:
-		return scanExponents(tn.Data, 2, 0x7f80)
-	case checkpoint.F64:
-		return scanExponents(tn.Data, 8, 0x7ff0000000000000)
-	}
-	return -1
-}
-
-// scanExponents returns the index of the first size-byte little-endian element of d whose exp bits
-// are all set, or -1. It tests 32 bytes per step: in each 64-bit word, every lane's exponent bits
-// plus their lowest bit carry into the lane's top bit exactly when they are all ones (lanes cannot
-// carry into each other); a hit is then located element by element.
-func scanExponents(d []byte, size int, exp uint64) int {
-	var mask, carry, top uint64
-	for lane := 0; lane < 8; lane += size {
-		shift := uint(8 * lane)
-		mask |= exp << shift
-		carry |= (exp & -exp) << shift
-		top |= uint64(1) << (shift + uint(8*size) - 1)
-	}
-	hit := func(w uint64) uint64 { return ((w & mask) + carry) & top }
-	i := 0
-	for ; i+32 <= len(d); i += 32 {
-		b := d[i : i+32 : i+32]
-		if hit(binary.LittleEndian.Uint64(b[0:]))|hit(binary.LittleEndian.Uint64(b[8:]))|
-			hit(binary.LittleEndian.Uint64(b[16:]))|hit(binary.LittleEndian.Uint64(b[24:])) != 0 {
-			break
-		}
-	}
-	for ; i+size <= len(d); i += size {
-		var v uint64
-		switch size {
-		case 2:
-			v = uint64(binary.LittleEndian.Uint16(d[i:]))
-		case 4:
-			v = uint64(binary.LittleEndian.Uint32(d[i:]))
-		default:
-			v = binary.LittleEndian.Uint64(d[i:])
-		}
-		if v&exp == exp {
-			return i / size
-		}
-	}
-	return -1
-}
-
-// nonFiniteName names the non-finite element at the start of b ("NaN", "+Inf" or "-Inf").
-func nonFiniteName(d checkpoint.DType, b []byte) string {
-	one := checkpoint.Tensor{DType: d, Shape: []int64{1}, Data: b[:d.Size()]}
-	if v, err := one.Float32(); err == nil && len(v) == 1 {
-		return fmt.Sprint(v[0])
-	}
-	return "not finite"
 }
 
 // checkpointDType is the inverse of torchDType (checkpoint.DType("") for other dtypes).

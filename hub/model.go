@@ -42,26 +42,12 @@ func FetchModel(ctx context.Context, c *Client, repo, revision, subfolder string
 	if repo == "" {
 		repo = DefaultRepo
 	}
-	if revision == "" {
-		revision = DefaultRevision
-	}
-	subfolder = strings.Trim(subfolder, "/")
-	if subfolder != "" {
-		if err := checkRelPath("subfolder", subfolder); err != nil {
-			return "", "", err
-		}
-	}
-	s := c.settings()
-
-	configPath, commit, err := s.download(ctx, repo, revision, joinRepoPath(subfolder, "config.json"), nil)
-	if err != nil {
+	if revision, subfolder, err = modelArgs(revision, subfolder); err != nil {
 		return "", "", err
 	}
-	weights, meta, err := s.firstAvailable(ctx, repo, commit, subfolder, WeightCandidates(preferFP16))
+	s := c.settings()
+	configPath, commit, err := s.fetchWeights(ctx, repo, revision, subfolder, preferFP16)
 	if err != nil {
-		return "", "", fmt.Errorf("hub: no weights for the model in %s (subfolder %q): %w", repo, subfolder, err)
-	}
-	if _, _, err := s.download(ctx, repo, commit, weights, meta); err != nil {
 		return "", "", err
 	}
 
@@ -84,4 +70,92 @@ func FetchModel(ctx context.Context, c *Client, repo, revision, subfolder string
 		}
 	}
 	return filepath.Dir(configPath), processorConfigPath, nil
+}
+
+// modelArgs applies the defaults of revision ("main") and normalises and checks subfolder.
+func modelArgs(revision, subfolder string) (string, string, error) {
+	if revision == "" {
+		revision = DefaultRevision
+	}
+	subfolder = strings.Trim(subfolder, "/")
+	if subfolder != "" {
+		if err := checkRelPath("subfolder", subfolder); err != nil {
+			return "", "", err
+		}
+	}
+	return revision, subfolder, nil
+}
+
+// fetchWeights fetches subfolder/config.json and the first of [WeightCandidates] that exists, at the
+// commit config.json resolved to; it returns config.json's local path and that commit.
+func (s *settings) fetchWeights(ctx context.Context, repo, revision, subfolder string, preferFP16 bool) (configPath, commit string, err error) {
+	configPath, commit, err = s.download(ctx, repo, revision, joinRepoPath(subfolder, "config.json"), nil)
+	if err != nil {
+		return "", "", err
+	}
+	weights, meta, err := s.firstAvailable(ctx, repo, commit, subfolder, WeightCandidates(preferFP16))
+	if err != nil {
+		return "", "", fmt.Errorf("hub: no weights for the model in %s (subfolder %q): %w", repo, subfolder, err)
+	}
+	if _, _, err := s.download(ctx, repo, commit, weights, meta); err != nil {
+		return "", "", err
+	}
+	return configPath, commit, nil
+}
+
+// CLIPTextRepo is the CLIP model whose text tower and projection embed custom concepts in the
+// space of [DefaultRepo]'s image embeddings.
+const CLIPTextRepo = "openai/clip-vit-large-patch14"
+
+// FetchTextModel makes a CLIP text model of a hub repository available in the cache, as
+// [FetchModel] does a checker, and returns the local directory holding its config.json and weights
+// and the one holding its tokenizer files.
+//
+// repo defaults to [CLIPTextRepo] and revision to "main". subfolder is the model's folder: "" for a
+// CLIP model repository (the tokenizer files are next to the model), "text_encoder" for a Stable
+// Diffusion pipeline (the tokenizer comes from its sibling "tokenizer"). The tokenizer is
+// tokenizer.json when the repository has it, else vocab.json and merges.txt; tokenizer_config.json
+// and special_tokens_map.json are fetched when present. All files come from the commit that
+// config.json resolved to. A nil c means NewClient(); offline the cached files are used.
+func FetchTextModel(ctx context.Context, c *Client, repo, revision, subfolder string, preferFP16 bool) (modelDir, tokenizerDir string, err error) {
+	if repo == "" {
+		repo = CLIPTextRepo
+	}
+	if revision, subfolder, err = modelArgs(revision, subfolder); err != nil {
+		return "", "", err
+	}
+	s := c.settings()
+	configPath, commit, err := s.fetchWeights(ctx, repo, revision, subfolder, preferFP16)
+	if err != nil {
+		return "", "", err
+	}
+	tokFolder := subfolder
+	if path.Base(subfolder) == "text_encoder" {
+		if tokFolder = path.Dir(subfolder); tokFolder == "." {
+			tokFolder = ""
+		}
+		tokFolder = joinRepoPath(tokFolder, "tokenizer")
+	}
+	// tokenizer.json, else vocab.json with merges.txt.
+	first, meta, err := s.firstAvailable(ctx, repo, commit, tokFolder, []string{"tokenizer.json", "vocab.json"})
+	if err != nil {
+		return "", "", fmt.Errorf("hub: no tokenizer (tokenizer.json, or vocab.json and merges.txt) in %s (folder %q): %w",
+			repo, tokFolder, err)
+	}
+	tokPath, _, err := s.download(ctx, repo, commit, first, meta)
+	if err != nil {
+		return "", "", err
+	}
+	if path.Base(first) == "vocab.json" {
+		if _, _, err := s.download(ctx, repo, commit, joinRepoPath(tokFolder, "merges.txt"), nil); err != nil {
+			return "", "", err
+		}
+	}
+	for _, name := range []string{"tokenizer_config.json", "special_tokens_map.json"} {
+		if _, _, err := s.download(ctx, repo, commit, joinRepoPath(tokFolder, name), nil); err != nil &&
+			!errors.Is(err, ErrNotFound) && !errors.Is(err, ErrNotCached) {
+			return "", "", err
+		}
+	}
+	return filepath.Dir(configPath), filepath.Dir(tokPath), nil
 }

@@ -284,3 +284,89 @@ func TestFetchModelOneHeadPerFileAndRedirectSize(t *testing.T) {
 		}
 	}
 }
+
+func TestFetchTextModel(t *testing.T) {
+	vocab, merges := []byte(`{"a": 0}`), []byte("#version: 0.2\na b\n")
+	tokJSON, tokCfg := []byte(`{"model": {"type": "BPE"}}`), []byte(`{"model_max_length": 77}`)
+	tests := []struct {
+		name       string
+		files      map[string]fakeFile
+		subfolder  string
+		wantTokDir string   // repository folder of the tokenizer
+		wantTok    []string // repository paths that must be cached
+		notFetched []string // repository paths that must not be
+	}{
+		{
+			name: "CLIP model repository: tokenizer.json next to the model",
+			files: map[string]fakeFile{
+				"config.json":           {content: configJSON},
+				"model.safetensors":     {content: weightsBin, lfs: true},
+				"tokenizer.json":        {content: tokJSON},
+				"vocab.json":            {content: vocab},
+				"merges.txt":            {content: merges},
+				"tokenizer_config.json": {content: tokCfg},
+			},
+			wantTok:    []string{"tokenizer.json", "tokenizer_config.json"},
+			notFetched: []string{"vocab.json", "merges.txt"},
+		},
+		{
+			name: "pipeline: text_encoder with the sibling tokenizer/ (vocab and merges)",
+			files: map[string]fakeFile{
+				"text_encoder/config.json":        {content: configJSON},
+				"text_encoder/model.safetensors":  {content: weightsBin, lfs: true},
+				"tokenizer/vocab.json":            {content: vocab},
+				"tokenizer/merges.txt":            {content: merges},
+				"tokenizer/tokenizer_config.json": {content: tokCfg},
+				"unet/config.json":                {content: []byte("{}")},
+			},
+			subfolder:  "text_encoder",
+			wantTokDir: "tokenizer",
+			wantTok:    []string{"tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json"},
+			notFetched: []string{"unet/config.json"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHub(t, tt.files)
+			c := h.client(t)
+			for _, offline := range []bool{false, true} {
+				c.Offline = offline
+				if offline {
+					c.Endpoint = noNetwork(t).URL
+				}
+				modelDir, tokDir, err := FetchTextModel(context.Background(), c, h.repo, "", tt.subfolder, false)
+				if err != nil {
+					t.Fatalf("FetchTextModel (offline %v): %v", offline, err)
+				}
+				snap := filepath.Join(cacheFolder(c.CacheDir, h.repo), "snapshots", h.commit)
+				if want := filepath.Join(snap, tt.subfolder); modelDir != want {
+					t.Errorf("modelDir = %s, want %s", modelDir, want)
+				}
+				if want := filepath.Join(snap, tt.wantTokDir); tokDir != want {
+					t.Errorf("tokenizerDir = %s, want %s", tokDir, want)
+				}
+				for _, name := range tt.wantTok {
+					if data, err := os.ReadFile(filepath.Join(snap, name)); err != nil || string(data) != string(tt.files[name].content) {
+						t.Errorf("%s: %v", name, err)
+					}
+				}
+				for _, name := range tt.notFetched {
+					if _, err := os.Stat(filepath.Join(snap, name)); err == nil {
+						t.Errorf("%s fetched, want not", name)
+					}
+				}
+			}
+		})
+	}
+
+	t.Run("no tokenizer", func(t *testing.T) {
+		h := newFakeHub(t, map[string]fakeFile{
+			"config.json":       {content: configJSON},
+			"model.safetensors": {content: weightsBin, lfs: true},
+		})
+		_, _, err := FetchTextModel(context.Background(), h.client(t), h.repo, "", "", false)
+		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "no tokenizer") {
+			t.Errorf("err = %v, want ErrNotFound naming the tokenizer", err)
+		}
+	})
+}

@@ -43,6 +43,7 @@ DRY=${DEVICE_CHECK_DRYRUN:-0}
 BUDGET=${DEVICE_CHECK_BUDGET:-470}
 PY=${DEVICE_PYTHON:-python3}
 WORK=${DEVICE_WORK:-/tmp/device-check}
+export SAFETY_CACHE_DIR=${SAFETY_CACHE_DIR:-$WORK/safety-cache} # cmd/safety-setup's cache: libtorch is the machine's torch, gotch is configured here
 OUT=${OUT:-$root/out/device-check}
 LOGS=$WORK/logs
 RESERVE=12 # seconds kept for packing the results
@@ -151,7 +152,6 @@ configure() {
   GOTCH_CXX11_ABI=$("$PY" -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))')
   export LIBTORCH GOTCH_CXX11_ABI
   export GOTCH_CUDA=${GOTCH_CUDA:-1} GOTCH_SRC=$WORK/gotch GOTCH_OPT=${GOTCH_OPT:--O1}
-  export SAFETY_CACHE_DIR=$WORK/safety-cache
   echo "LIBTORCH=$LIBTORCH GOTCH_CXX11_ABI=$GOTCH_CXX11_ABI GOTCH_CUDA=$GOTCH_CUDA GOTCH_OPT=$GOTCH_OPT"
   # the same Go setup command as `make setup` and applications use (cmd/safety-setup): go.work here
   go run ./cmd/safety-setup
@@ -265,7 +265,7 @@ report() {
   } >> "$SUMMARY"
   nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader >> "$SUMMARY" 2>/dev/null
   echo "total $(elapsed)s of ${BUDGET}s" >> "$SUMMARY"
-  cp -f .deps/gotch/BUILD_INFO.json "$LOGS/" 2>/dev/null
+  cp -f "$SAFETY_CACHE_DIR"/gotch/*/BUILD_INFO.json "$LOGS/" 2>/dev/null
   cp -f "$WORK/model-$PRESET/expected.json" "$LOGS/reference-expected.json" 2>/dev/null
   cp -f "$WORK/ref.jsonl" "$WORK/go.jsonl" "$LOGS/" 2>/dev/null
   tar -czf "$OUT/logs.tgz" -C "$WORK" logs 2>/dev/null

@@ -29,7 +29,7 @@ required=(
 	"internal/checkpoint FuzzSafetensorsHeader" # safetensors header parser
 	"internal/checkpoint FuzzTorchZip"          # pytorch_model.bin reader (zip + pickle)
 	"internal/checkpoint FuzzPickle"            # restricted unpickler
-	"internal/checkpoint FuzzConfig"            # config.json parsing
+	"internal/clip FuzzConfig"                  # config.json parsing
 	"internal/imageproc FuzzProcessorConfig"    # preprocessor_config.json parsing
 	"internal/imageproc FuzzDecodePreprocess"   # image decoding + preprocessing
 	"internal/imageproc FuzzReadFile"           # bounded image-file reader

@@ -46,7 +46,6 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/sdsafety/safety"
-	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -262,7 +261,7 @@ func verdicts(res []safety.Result) []bool {
 // executed is what this module computes: its last layer runs the query, the attention output, the MLP
 // and the residuals for the class token only (keys and values for all T tokens), since nothing else
 // of that layer's output is read: 156.39 GFLOP for ViT-L/14.
-func flopsPerImage(v checkpoint.VisionConfig, proj int) (reference, executed float64) {
+func flopsPerImage(v safety.VisionConfig, proj int) (reference, executed float64) {
 	d, i := float64(v.HiddenSize), float64(v.IntermediateSize)
 	g := float64(v.ImageSize / v.PatchSize)
 	n := g * g

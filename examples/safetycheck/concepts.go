@@ -34,10 +34,11 @@ func (f *conceptFlag) Set(v string) error {
 	return nil
 }
 
-// addConcepts embeds the -concept texts with the CLIP text tower in dir and adds them to checker.
+// addConcepts embeds the -concept texts with the CLIP text tower of dir (a directory or a hub
+// repository id, fetched through the shared cache) and adds them to checker.
 // The returned function closes the text encoder.
 func addConcepts(ctx context.Context, checker *safety.Checker, dir string, concepts conceptFlag, c config) (func(), error) {
-	enc, err := safety.LoadTextEncoder(dir, safety.WithDevice(safety.Device(c.device)))
+	enc, err := safety.TextEncoderFromPretrained(ctx, dir, safety.WithDevice(safety.Device(c.device)))
 	if err != nil {
 		return func() {}, fmt.Errorf("text model %s: %w", dir, err)
 	}

@@ -78,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.failOnNSFW, "fail-on-nsfw", false, "exit with status 3 when an image is flagged")
 	fs.BoolVar(&c.orientation, "exif-orientation", false, "apply EXIF orientation (the reference does not)")
 	fs.BoolVar(&c.quiet, "q", false, "no progress output")
-	fs.StringVar(&c.textModel, "text-model", "", "CLIP checkpoint directory (openai/clip-vit-large-patch14 layout) for -concept")
+	fs.StringVar(&c.textModel, "text-model", "", "CLIP checkpoint for -concept: a directory (openai/clip-vit-large-patch14 layout) or a hub repository id")
 	fs.Var(&c.concepts, "concept", "custom concept NAME=THRESHOLD:TEXT, scored with the CLIP text tower of -text-model (repeatable)")
 	fs.BoolVar(&c.allFrames, "all-frames", false, "check every frame of animated GIFs; a row is nsfw when any frame is (APNG: an error)")
 	fs.BoolVar(&c.conceptsCount, "concepts-count", false, "a custom concept hit makes the image NSFW")

@@ -2,9 +2,8 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
-	"hash/crc32"
+	"github.com/sdsafety/safety/internal/testbuild"
 	"image"
 	"image/color"
 	"image/color/palette"
@@ -43,26 +42,6 @@ func readTestFile(t *testing.T, path string) []byte {
 		t.Fatalf("test input (tracked by the repository): %v", err)
 	}
 	return b
-}
-
-// pngWithHeader returns a PNG whose IHDR declares w×h 8-bit RGB, with a tiny IDAT.
-func pngWithHeader(w, h uint32) []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	chunk := func(typ string, data []byte) {
-		b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(data))))
-		c := append([]byte(typ), data...)
-		b.Write(c)
-		b.Write(binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(c)))
-	}
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], w)
-	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 2
-	chunk("IHDR", ihdr)
-	chunk("IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})
-	chunk("IEND", nil)
-	return b.Bytes()
 }
 
 func encodedPNG(t *testing.T, w, h int, c color.Color) []byte {
@@ -123,8 +102,8 @@ func inputDir(t *testing.T) (dir string, bad []string) {
 		"truncated.png":          pngData[:len(pngData)/2],
 		"truncated.jpg":          jpegData[:len(jpegData)/2],
 		"truncated.webp":         webpData[:len(webpData)/2],
-		"huge_100000x100000.png": pngWithHeader(100000, 100000),
-		"zero_0x0.png":           pngWithHeader(0, 0),
+		"huge_100000x100000.png": testbuild.PNGWithHeader(100000, 100000),
+		"zero_0x0.png":           testbuild.PNGWithHeader(0, 0),
 	}
 	for name, data := range good {
 		writeTestFile(t, filepath.Join(dir, name), data)

@@ -21,10 +21,9 @@
 // truncated while it is open.
 //
 // [FindWeights] picks the weights file of a model directory (model.safetensors, pytorch_model.bin and
-// their .fp16 variants), and [ParseConfig] / [LoadConfig] read the CLIP vision configuration of a
-// StableDiffusionSafetyChecker's config.json with transformers' defaults.
+// their .fp16 variants). The model's config.json is internal/clip's (ParseConfig, ParseTextConfig).
 //
 // Errors name the file and, where one is involved, the tensor, and wrap one of the sentinel errors
-// ([ErrFormat], [ErrUnsupported], [ErrUnsafePickle], [ErrNotFound], [ErrClosed], [ErrConfig]) so that
+// ([ErrFormat], [ErrUnsupported], [ErrUnsafePickle], [ErrNotFound], [ErrClosed]) so that
 // callers can classify them with errors.Is. Nothing in this package panics on bad input.
 package checkpoint

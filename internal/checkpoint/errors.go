@@ -23,7 +23,4 @@ var (
 
 	// ErrClosed reports use of a checkpoint after Close.
 	ErrClosed = errors.New("checkpoint closed")
-
-	// ErrConfig reports a config.json that is not JSON, has wrongly typed fields or fails validation.
-	ErrConfig = errors.New("invalid config")
 )

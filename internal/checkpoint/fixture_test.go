@@ -143,7 +143,9 @@ func TestFixtureTorchViews(t *testing.T) {
 	}
 }
 
-func TestFixtureFindAndConfig(t *testing.T) {
+// TestFixtureFind picks the fixture's weights files, whose shapes agree with its config.json
+// (hidden size 32, projection 24, 224/14 = 16² patches; internal/clip's TestFixtureConfig reads it).
+func TestFixtureFind(t *testing.T) {
 	fixture(t, "config.json")
 	p, err := FindWeights(fixtureDir, false)
 	if err != nil || filepath.Base(p) != "model.safetensors" {
@@ -153,26 +155,13 @@ func TestFixtureFindAndConfig(t *testing.T) {
 	if err != nil || filepath.Base(p) != "model.fp16.safetensors" {
 		t.Fatalf("FindWeights fp16: %q %v", p, err)
 	}
-	cfg, err := LoadConfig(filepath.Join(fixtureDir, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Config{
-		Vision: VisionConfig{HiddenSize: 32, IntermediateSize: 37, NumAttentionHeads: 4, NumHiddenLayers: 2,
-			PatchSize: 14, ImageSize: 224, NumChannels: 3, HiddenAct: "quick_gelu", LayerNormEps: 1e-5},
-		ProjectionDim: 24, TorchDType: "float32",
-	}
-	if cfg != want {
-		t.Fatalf("config %+v, want %+v", cfg, want)
-	}
-	// The weights agree with the config.
 	c := openT(t, fixture(t, "model.safetensors"))
 	info, _ := c.Info("visual_projection.weight")
-	if !slices.Equal(info.Shape, []int64{int64(cfg.ProjectionDim), int64(cfg.Vision.HiddenSize)}) {
+	if !slices.Equal(info.Shape, []int64{24, 32}) {
 		t.Fatalf("visual_projection.weight %v", info.Shape)
 	}
 	info, _ = c.Info("vision_model.vision_model.embeddings.position_embedding.weight")
-	if info.Shape[0] != int64(cfg.Vision.NumPatches()+1) {
-		t.Fatalf("position_embedding %v vs %d patches", info.Shape, cfg.Vision.NumPatches())
+	if info.Shape[0] != 16*16+1 {
+		t.Fatalf("position_embedding %v vs %d patches", info.Shape, 16*16)
 	}
 }

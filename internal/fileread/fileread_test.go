@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/fileread"
 	"github.com/sdsafety/safety/internal/imageproc"
 )
@@ -43,10 +43,10 @@ func TestReadFileRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	loaders := map[string]func(string) error{
-		"fileread.ReadFile":     func(p string) error { _, err := fileread.ReadFile(p, fileread.ConfigLimit); return err },
-		"checkpoint.LoadConfig": func(p string) error { _, err := checkpoint.LoadConfig(p); return err },
-		"checkpoint.LoadTextConfig": func(p string) error {
-			_, err := checkpoint.LoadTextConfig(p)
+		"fileread.ReadFile": func(p string) error { _, err := fileread.ReadFile(p, fileread.ConfigLimit); return err },
+		"clip.LoadConfig":   func(p string) error { _, err := clip.LoadConfig(p); return err },
+		"clip.LoadTextConfig": func(p string) error {
+			_, err := clip.LoadTextConfig(p)
 			return err
 		},
 		"imageproc.LoadConfig": func(p string) error { _, err := imageproc.LoadConfig(p); return err },

@@ -48,9 +48,10 @@ func HasOp(op string) bool {
 	return true
 }
 
-// SDPAWorks reports whether scaled_dot_product_attention runs in this build: it is missing before
-// libtorch 2.0 (a stub in the version-adaptive build), and upstream gotch's wrapper passes its absent
-// mask in a way libtorch 2.1 rejects. Call it on the worker thread.
+// SDPAWorks reports whether scaled_dot_product_attention runs in this build, in both the forms the
+// encoder uses (plain, and is_causal for the text tower): it is missing before libtorch 2.0 (a stub
+// in the version-adaptive build), and upstream gotch's wrapper passes its absent mask in a way
+// libtorch 2.1 rejects. Call it on the worker thread.
 func SDPAWorks() bool {
 	if !HasOp("scaled_dot_product_attention") {
 		return false
@@ -59,18 +60,32 @@ func SDPAWorks() bool {
 	defer t.Release()
 	q := t.Float32(make([]float32, 8), 1, 1, 2, 4)
 	t.SDPA(q, q, q, 0.5)
+	t.SDPACausal(q, q, q, 0.5)
 	return t.Err() == nil
 }
 
-// ProbeDType runs the kinds of op the vision tower needs (conv2d, layer_norm, linear, sigmoid,
-// softmax, gelu) on a tiny input in dtype on device, and returns the first failure: libtorch 2.1,
-// for one, has no float16 conv2d on the CPU. Call it on the worker thread.
+// ProbeDType runs the kinds of op the vision tower needs (conv2d, then those of
+// [ProbeEncoderDType]) on a tiny input in dtype on device, and returns the first failure: libtorch
+// 2.1, for one, has no float16 conv2d on the CPU. Call it on the worker thread.
 func ProbeDType(device gotch.Device, dtype gotch.DType) error {
 	var t Tape
 	defer t.Release()
 	x := t.ToDevice(t.Float32(make([]float32, 2*3*4*4), 2, 3, 4, 4), device, dtype)
 	w := t.ToDevice(t.Float32(make([]float32, 4*3*2*2), 4, 3, 2, 2), device, dtype)
-	y := t.Transpose(t.Flatten(t.Conv2d(x, w, 2), 2, 3), 1, 2) // [2, 4, 4]
+	t.Conv2d(x, w, 2)
+	if err := t.Err(); err != nil {
+		return err
+	}
+	return ProbeEncoderDType(device, dtype)
+}
+
+// ProbeEncoderDType runs the kinds of op the transformer encoder needs (layer_norm, linear, sigmoid,
+// softmax, gelu) on a tiny input in dtype on device, and returns the first failure: libtorch 2.1, for
+// one, has no float16 layer_norm on the CPU. Call it on the worker thread.
+func ProbeEncoderDType(device gotch.Device, dtype gotch.DType) error {
+	var t Tape
+	defer t.Release()
+	y := t.ToDevice(t.Float32(make([]float32, 2*4*4), 2, 4, 4), device, dtype)
 	ln := t.ToDevice(t.Float32([]float32{1, 1, 1, 1}, 4), device, dtype)
 	y = t.LayerNorm(y, ln, ln, 1e-5)
 	lw := t.ToDevice(t.Float32(make([]float32, 16), 4, 4), device, dtype)

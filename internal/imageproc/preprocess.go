@@ -86,6 +86,39 @@ func (c Config) OutputSize(srcW, srcH int) (w, h int, err error) {
 	return w, h, nil
 }
 
+// Geometry is the resize and centre crop of one input size, as [Config.Preprocess] applies them
+// and CheckTensor's fast path mirrors on tensors.
+type Geometry struct {
+	ResizeW, ResizeH int // size after the resize (Config.ResizeSize)
+	OutW, OutH       int // size of the output: the crop with DoCenterCrop, else the resize size
+	// Top and Left place the output in the resized image: floor((resized − out)/2) with the centre
+	// crop (negative where the image is smaller than the crop: zeros are padded there), 0 without.
+	Top, Left int
+	// X0, Y0, X1, Y1 bound the part of the resized image the output keeps: [Y0, Y1) × [X0, X1).
+	X0, Y0, X1, Y1 int
+}
+
+// Geometry returns the resize and crop geometry for a srcW×srcH input.
+func (c Config) Geometry(srcW, srcH int) (Geometry, error) {
+	rw, rh, err := c.ResizeSize(srcW, srcH)
+	if err != nil {
+		return Geometry{}, err
+	}
+	g := Geometry{ResizeW: rw, ResizeH: rh, OutW: rw, OutH: rh}
+	if c.DoCenterCrop {
+		g.OutW, g.OutH = c.CropWidth, c.CropHeight
+		g.Top, g.Left = floorDiv(rh-g.OutH, 2), floorDiv(rw-g.OutW, 2)
+	}
+	g.Y0, g.Y1 = max(g.Top, 0), min(g.Top+g.OutH, rh)
+	g.X0, g.X1 = max(g.Left, 0), min(g.Left+g.OutW, rw)
+	return g, nil
+}
+
+// Padded reports whether the output has zero padding (the image is smaller than the crop).
+func (g Geometry) Padded() bool {
+	return g.Y0-g.Top > 0 || g.X0-g.Left > 0 || g.Y1-g.Top < g.OutH || g.X1-g.Left < g.OutW
+}
+
 // lut returns, per channel, the float32 value of every 8-bit level after rescale and normalise:
 // float32(float64(v)·rescale_factor), then (x − float32(mean))/float32(std) in float32, exactly the
 // operations (and roundings) of transformers' rescale and normalize.
@@ -123,21 +156,16 @@ func (c Config) preprocess(src *RGB, dst []float32, lut *[3][256]float32, worker
 	if err := src.validate(); err != nil {
 		return err
 	}
-	rw, rh, err := c.ResizeSize(src.Width, src.Height)
+	g, err := c.Geometry(src.Width, src.Height)
 	if err != nil {
 		return err
 	}
-	ow, oh, top, left := rw, rh, 0, 0
-	if c.DoCenterCrop {
-		ow, oh = c.CropWidth, c.CropHeight
-		top, left = floorDiv(rh-oh, 2), floorDiv(rw-ow, 2)
-	}
+	rw, rh, ow, oh, top, left := g.ResizeW, g.ResizeH, g.OutW, g.OutH, g.Top, g.Left
 	if len(dst) != 3*ow*oh {
 		return fmt.Errorf("imageproc: preprocess: dst has %d values, want 3x%dx%d = %d", len(dst), oh, ow, 3*ow*oh)
 	}
 	// The part of the resized image that the crop keeps.
-	y0, y1 := max(top, 0), min(top+oh, rh)
-	x0, x1 := max(left, 0), min(left+ow, rw)
+	x0, y0, x1, y1 := g.X0, g.Y0, g.X1, g.Y1
 	region := &RGB{Width: x1 - x0, Height: y1 - y0}
 	if region.Width == rw && region.Height == rh && rw == src.Width && rh == src.Height {
 		region = src // no resize, no crop
@@ -148,8 +176,7 @@ func (c Config) preprocess(src *RGB, dst []float32, lut *[3][256]float32, worker
 		}
 	}
 	plane := ow * oh
-	padded := y0-top > 0 || x0-left > 0 || y1-top < oh || x1-left < ow
-	if padded {
+	if g.Padded() {
 		for ch := range 3 {
 			z := lut[ch][0]
 			p := dst[ch*plane : (ch+1)*plane]

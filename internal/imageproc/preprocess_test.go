@@ -228,3 +228,47 @@ func BenchmarkPreprocessBatch8(b *testing.B) {
 		}
 	}
 }
+
+// TestGeometry: the one resize-and-crop geometry (Preprocess and CheckTensor's fast path use it),
+// including crops larger than the image with odd differences (floor division: the extra zero goes
+// to the left/top, as transformers pads).
+func TestGeometry(t *testing.T) {
+	noResize := DefaultConfig()
+	noResize.DoResize = false
+	noCrop := DefaultConfig()
+	noCrop.DoCenterCrop = false
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		w, h   int
+		want   Geometry
+		padded bool
+	}{
+		{"landscape, resized then cropped", DefaultConfig(), 64, 48,
+			Geometry{ResizeW: 298, ResizeH: 224, OutW: 224, OutH: 224, Top: 0, Left: 37, X0: 37, Y0: 0, X1: 261, Y1: 224}, false},
+		{"square", DefaultConfig(), 224, 224,
+			Geometry{ResizeW: 224, ResizeH: 224, OutW: 224, OutH: 224, X1: 224, Y1: 224}, false},
+		{"smaller than the crop, even", noResize, 100, 300,
+			Geometry{ResizeW: 100, ResizeH: 300, OutW: 224, OutH: 224, Top: 38, Left: -62, X0: 0, Y0: 38, X1: 100, Y1: 262}, true},
+		{"smaller than the crop, odd", noResize, 99, 224,
+			Geometry{ResizeW: 99, ResizeH: 224, OutW: 224, OutH: 224, Top: 0, Left: -63, X0: 0, Y0: 0, X1: 99, Y1: 224}, true},
+		{"no crop", noCrop, 64, 48,
+			Geometry{ResizeW: 298, ResizeH: 224, OutW: 298, OutH: 224, X1: 298, Y1: 224}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := tc.cfg.Geometry(tc.w, tc.h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g != tc.want || g.Padded() != tc.padded {
+				t.Errorf("Geometry(%d, %d) = %+v (padded %v), want %+v (padded %v)", tc.w, tc.h, g, g.Padded(), tc.want, tc.padded)
+			}
+			if ow, oh, err := tc.cfg.OutputSize(tc.w, tc.h); err != nil || ow != g.OutW || oh != g.OutH {
+				t.Errorf("OutputSize = %dx%d %v, Geometry's output %dx%d", ow, oh, err, g.OutW, g.OutH)
+			}
+		})
+	}
+	if _, err := DefaultConfig().Geometry(0, 5); !errors.Is(err, ErrEmptyImage) {
+		t.Errorf("zero width: %v", err)
+	}
+}

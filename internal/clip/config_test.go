@@ -1,7 +1,9 @@
-package checkpoint
+package clip
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -27,8 +29,9 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"newer dtype key", `{"model_type": "clip", "dtype": "bfloat16"}`, Config{Vision: DefaultVisionConfig(), ProjectionDim: 512, TorchDType: "bfloat16"}},
 		{"bare vision config", `{"model_type": "clip_vision_model", "hidden_size": 64, "num_attention_heads": 4,
 			"hidden_act": "gelu", "projection_dim": 32, "image_size": 64, "patch_size": 16}`,
-			Config{Vision: VisionConfig{HiddenSize: 64, IntermediateSize: 3072, NumAttentionHeads: 4, NumHiddenLayers: 12,
-				PatchSize: 16, ImageSize: 64, NumChannels: 3, HiddenAct: "gelu", LayerNormEps: 1e-5}, ProjectionDim: 32}},
+			Config{Vision: VisionConfig{EncoderConfig: EncoderConfig{HiddenSize: 64, IntermediateSize: 3072, NumAttentionHeads: 4,
+				NumHiddenLayers: 12, HiddenAct: "gelu", LayerNormEps: 1e-5}, PatchSize: 16, ImageSize: 64, NumChannels: 3},
+				ProjectionDim: 32}},
 		// The real CompVis/stable-diffusion-safety-checker config: vision_config_dict overrides vision_config.
 		{"legacy vision_config_dict", `{"model_type": "clip", "projection_dim": 768, "torch_dtype": "float32",
 			"vision_config": {"hidden_size": 768, "image_size": 336, "patch_size": 32, "hidden_act": "gelu"},
@@ -106,5 +109,54 @@ func TestPresetViTL14(t *testing.T) {
 	}
 	if (VisionConfig{}).NumPatches() != 0 || (VisionConfig{}).HeadDim() != 0 {
 		t.Fatal("zero config helpers")
+	}
+}
+
+func writeTemp(t testing.TB, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestFixtureConfig reads the config.json of the golden tiny checker (internal/checkpoint's
+// TestFixtureFind checks its weights against these numbers).
+func TestFixtureConfig(t *testing.T) {
+	cfg, err := LoadConfig(filepath.Join("..", "..", "testdata", "golden", "models", "tiny_quickgelu", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Vision: VisionConfig{EncoderConfig: EncoderConfig{HiddenSize: 32, IntermediateSize: 37, NumAttentionHeads: 4,
+			NumHiddenLayers: 2, HiddenAct: "quick_gelu", LayerNormEps: 1e-5}, PatchSize: 14, ImageSize: 224, NumChannels: 3},
+		ProjectionDim: 24, TorchDType: "float32",
+	}
+	if cfg != want || cfg.Vision.NumPatches() != 256 {
+		t.Fatalf("config %+v, want %+v", cfg, want)
+	}
+}
+
+// TestPresetsValidate: every preset passes the one validator and has 64-wide heads.
+func TestPresetsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		validate func() error
+		enc      EncoderConfig
+		layers   int
+	}{
+		{"ViT-L/14", PresetViTL14().Validate, PresetViTL14().Vision.EncoderConfig, 24},
+		{"CLIP-L text", PresetCLIPLText().Validate, PresetCLIPLText().Text.EncoderConfig, 12},
+	} {
+		if err := tc.validate(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if tc.enc.HeadDim() != 64 || tc.enc.NumHiddenLayers != tc.layers {
+			t.Errorf("%s: head dim %d, %d layers", tc.name, tc.enc.HeadDim(), tc.enc.NumHiddenLayers)
+		}
+	}
+	if p := PresetCLIPLText(); p.Text.EOSTokenID != 2 || p.ProjectionDim != 768 || p.Text.HiddenSize != 768 {
+		t.Errorf("CLIP-L text preset %+v", p)
 	}
 }

@@ -1,4 +1,4 @@
-package checkpoint
+package clip
 
 import (
 	"errors"

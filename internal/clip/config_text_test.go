@@ -1,4 +1,4 @@
-package checkpoint
+package clip
 
 import (
 	"errors"
@@ -77,8 +77,8 @@ func TestTextConfigGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := TextConfig{VocabSize: 49408, HiddenSize: 16, IntermediateSize: 40, NumAttentionHeads: 4, NumHiddenLayers: 2,
-		MaxPositionEmbeddings: 77, HiddenAct: "quick_gelu", LayerNormEps: 1e-5, EOSTokenID: 49407, ProjectionDim: 512}
+	want := TextConfig{EncoderConfig: EncoderConfig{HiddenSize: 16, IntermediateSize: 40, NumAttentionHeads: 4, NumHiddenLayers: 2,
+		HiddenAct: "quick_gelu", LayerNormEps: 1e-5}, VocabSize: 49408, MaxPositionEmbeddings: 77, EOSTokenID: 49407, ProjectionDim: 512}
 	if c.Text != want || c.ProjectionDim != 24 || c.ModelType != "clip" {
 		t.Errorf("clip/config.json: %+v", c)
 	}

@@ -1,0 +1,372 @@
+package safety
+
+// Reliability tests, checkpoints: the tiny-model builder and safetensors/torch-zip writers, and
+// every malformed checkpoint Load must refuse.
+// docs/reliability.md lists every case with what happens.
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"github.com/sdsafety/safety/internal/testbuild"
+	"image"
+	"image/color"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
+	"github.com/sdsafety/safety/internal/gotchutil"
+)
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+// stTensor is one tensor of a test safetensors file.
+type stTensor struct {
+	name  string
+	dtype string // safetensors spelling: F32, F16, ...
+	shape []int64
+	data  []byte
+}
+
+// encodeSafetensors is testbuild.Safetensors for the tests' tensors.
+func encodeSafetensors(t testing.TB, tensors []stTensor, edit func(hdr map[string]map[string]any)) []byte {
+	t.Helper()
+	tb := make([]testbuild.Tensor, len(tensors))
+	for i, x := range tensors {
+		tb[i] = testbuild.Tensor{Name: x.name, DType: x.dtype, Shape: x.shape, Data: x.data}
+	}
+	b, err := testbuild.Safetensors(tb, edit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func float32LE(v []float32) []byte {
+	out := make([]byte, 0, 4*len(v))
+	for _, x := range v {
+		out = binary.LittleEndian.AppendUint32(out, math.Float32bits(x))
+	}
+	return out
+}
+
+// tinyModel is a small, valid safety checker (hidden 8, one layer, 224×224 input with 32-pixel
+// patches, projection 4, 17 + 3 concepts) with deterministic random weights. Tests change it and
+// write it out with write.
+type tinyModel struct {
+	config  map[string]any
+	vision  map[string]any // config["vision_config"]
+	tensors []stTensor
+}
+
+func newTinyModel(t testing.TB) *tinyModel {
+	t.Helper()
+	vision := map[string]any{
+		"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
+		"patch_size": 32, "image_size": 224, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+	}
+	m := &tinyModel{config: map[string]any{"model_type": "clip", "projection_dim": 4, "vision_config": vision}, vision: vision}
+	raw, err := json.Marshal(m.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clip.ParseConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shapes := visionKeys(cfg, visionPrefix)
+	shapes[keyConceptEmbeds] = []int64{17, 4}
+	shapes[keyConceptThresholds] = []int64{17}
+	shapes[keySpecialEmbeds] = []int64{3, 4}
+	shapes[keySpecialThresholds] = []int64{3}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, name := range sortedKeys(shapes) {
+		shape := shapes[name]
+		n := 1
+		for _, d := range shape {
+			n *= int(d)
+		}
+		v := make([]float32, n)
+		for i := range v {
+			switch {
+			case strings.HasSuffix(name, "_weights"): // concept thresholds
+				v[i] = 0.3
+			case strings.Contains(name, "norm") && strings.HasSuffix(name, ".weight"):
+				v[i] = 1
+			case strings.HasSuffix(name, ".bias"):
+				v[i] = 0
+			default:
+				v[i] = float32(rng.NormFloat64() * 0.2)
+			}
+		}
+		m.tensors = append(m.tensors, stTensor{name, "F32", shape, float32LE(v)})
+	}
+	return m
+}
+
+// find returns the tensor called name (a key without prefix is looked up under the vision prefix).
+func (m *tinyModel) find(t testing.TB, name string) *stTensor {
+	t.Helper()
+	for i := range m.tensors {
+		if m.tensors[i].name == name || m.tensors[i].name == visionPrefix+name {
+			return &m.tensors[i]
+		}
+	}
+	t.Fatalf("tiny model has no tensor %q", name)
+	return nil
+}
+
+func (m *tinyModel) remove(t testing.TB, name string) {
+	t.Helper()
+	x := m.find(t, name)
+	for i := range m.tensors {
+		if &m.tensors[i] == x {
+			m.tensors = append(m.tensors[:i], m.tensors[i+1:]...)
+			return
+		}
+	}
+}
+
+// fill sets every element of a float32 tensor to v.
+func (m *tinyModel) fill(t testing.TB, name string, v float32) {
+	t.Helper()
+	x := m.find(t, name)
+	vals := make([]float32, len(x.data)/4)
+	for i := range vals {
+		vals[i] = v
+	}
+	x.data = float32LE(vals)
+}
+
+// write writes config.json and model.safetensors into a new directory and returns it.
+func (m *tinyModel) write(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := json.MarshalIndent(m.config, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeModelFile(t, filepath.Join(dir, "config.json"), cfg)
+	writeModelFile(t, filepath.Join(dir, checkpoint.SafetensorsName), encodeSafetensors(t, m.tensors, nil))
+	return dir
+}
+
+func writeModelFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// torchArchive returns a zip laid out like torch.save's: archive/data.pkl, byteorder, version.
+func torchArchive(t testing.TB, pkl []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := zip.NewWriter(&buf)
+	for _, r := range []struct {
+		name string
+		data []byte
+	}{{"archive/data.pkl", pkl}, {"archive/byteorder", []byte("little")}, {"archive/version", []byte("3\n")}} {
+		f, err := w.CreateHeader(&zip.FileHeader{Name: r.name, Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(r.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestTinyModelLoads is the control for the malformed-checkpoint cases: the unmodified tiny model
+// loads and checks an image.
+func TestTinyModelLoads(t *testing.T) {
+	c := mustLoad(t, newTinyModel(t).write(t), WithDevice(DeviceCPU))
+	res, err := c.Check(context.Background(), []image.Image{solidImage(50, 40, color.NRGBA{1, 2, 3, 255})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireFinite(t, res[0])
+	if c.Info().Concepts != 17 || c.Info().SpecialConcept != 3 || c.Info().ProjectionDim != 4 {
+		t.Errorf("info %+v", c.Info())
+	}
+}
+
+// TestLoadMalformedCheckpoint writes a broken model directory per case and loads it: every case is
+// an error wrapping ErrCheckpoint whose message says what is wrong, and no tensor is left behind.
+func TestLoadMalformedCheckpoint(t *testing.T) {
+	const fc1 = "encoder.layers.0.mlp.fc1.weight"
+	hostile := func(name string) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			data, err := os.ReadFile(filepath.Join("internal", "checkpoint", "testdata", name))
+			if err != nil {
+				t.Fatalf("hostile checkpoint (tracked by the repository): %v", err)
+			}
+			os.Remove(filepath.Join(dir, checkpoint.SafetensorsName))
+			writeModelFile(t, filepath.Join(dir, checkpoint.TorchName), data)
+		}
+	}
+	replace := func(name string, data []byte) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, checkpoint.SafetensorsName))
+			writeModelFile(t, filepath.Join(dir, name), data)
+		}
+	}
+	editHeader := func(edit func(hdr map[string]map[string]any)) func(t *testing.T, m *tinyModel, dir string) {
+		return func(t *testing.T, m *tinyModel, dir string) {
+			writeModelFile(t, filepath.Join(dir, checkpoint.SafetensorsName), encodeSafetensors(t, m.tensors, edit))
+		}
+	}
+	f16NaN := func(n int) []byte {
+		b := make([]byte, 2*n)
+		binary.LittleEndian.PutUint16(b[6:], 0x7e00) // element 3: NaN
+		return b
+	}
+	for _, tc := range []struct {
+		name  string
+		model func(t *testing.T, m *tinyModel)             // changes the model before it is written
+		files func(t *testing.T, dir string)               // changes the written directory
+		raw   func(t *testing.T, m *tinyModel, dir string) // rewrites the weights from m
+		want  []string                                     // in the message
+	}{
+		{name: "no config.json", files: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "config.json")) },
+			want: []string{"config.json"}},
+		{name: "config.json not JSON", files: func(t *testing.T, dir string) {
+			writeModelFile(t, filepath.Join(dir, "config.json"), []byte("model_type: clip\n"))
+		}, want: []string{"config.json", "invalid config"}},
+		{name: "config.json truncated", files: func(t *testing.T, dir string) {
+			writeModelFile(t, filepath.Join(dir, "config.json"), []byte(`{"model_type": "clip", "vision_config": {"hidden_`))
+		}, want: []string{"invalid config"}},
+		{name: "unknown activation", model: func(t *testing.T, m *tinyModel) { m.vision["hidden_act"] = "swish42" },
+			want: []string{"hidden_act", "swish42"}},
+		{name: "config does not match weights", model: func(t *testing.T, m *tinyModel) { m.config["projection_dim"] = 5 },
+			want: []string{"visual_projection.weight", "[4 8]", "[5 8]"}},
+		{name: "preprocessor_config.json not JSON", files: func(t *testing.T, dir string) {
+			writeModelFile(t, filepath.Join(dir, "preprocessor_config.json"), []byte("\x00\x01"))
+		}, want: []string{"preprocessor_config.json"}},
+		{name: "no weights file", files: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, checkpoint.SafetensorsName)) },
+			want: []string{"no weights file"}},
+		{name: "empty safetensors", files: replace(checkpoint.SafetensorsName, nil), want: []string{"too short"}},
+		{name: "truncated safetensors", files: func(t *testing.T, dir string) {
+			p := filepath.Join(dir, checkpoint.SafetensorsName)
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(p, st.Size()-100); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"out of range"}},
+		{name: "safetensors cut inside the header", files: func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, checkpoint.SafetensorsName), 40); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"header length"}},
+		{name: "header length larger than the file", files: func(t *testing.T, dir string) {
+			p := filepath.Join(dir, checkpoint.SafetensorsName)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			binary.LittleEndian.PutUint64(b, uint64(len(b))+1000)
+			writeModelFile(t, p, b)
+		}, want: []string{"header length", "exceeds"}},
+		{name: "header length 2^63", files: func(t *testing.T, dir string) {
+			p := filepath.Join(dir, checkpoint.SafetensorsName)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			binary.LittleEndian.PutUint64(b, 1<<63)
+			writeModelFile(t, p, b)
+		}, want: []string{"exceeds the limit"}},
+		{name: "overlapping offsets", raw: editHeader(func(hdr map[string]map[string]any) {
+			hdr[visionPrefix+"post_layernorm.bias"]["data_offsets"] = hdr[visionPrefix+"pre_layrnorm.bias"]["data_offsets"]
+		}), want: []string{"overlap"}},
+		{name: "unknown dtype", raw: editHeader(func(hdr map[string]map[string]any) {
+			hdr[visionPrefix+"pre_layrnorm.bias"]["dtype"] = "F7"
+		}), want: []string{`"F7"`, "pre_layrnorm.bias"}},
+		{name: "integer weight", model: func(t *testing.T, m *tinyModel) { m.find(t, "pre_layrnorm.bias").dtype = "I32" },
+			want: []string{"pre_layrnorm.bias", "want a float type"}},
+		{name: "missing key", model: func(t *testing.T, m *tinyModel) { m.remove(t, fc1) },
+			want: []string{"missing tensor", fc1}},
+		{name: "missing concept head", model: func(t *testing.T, m *tinyModel) { m.remove(t, keySpecialThresholds) },
+			want: []string{"missing tensor", keySpecialThresholds}},
+		{name: "extra key", model: func(t *testing.T, m *tinyModel) {
+			m.tensors = append(m.tensors, stTensor{visionPrefix + "encoder.layers.7.mlp.fc1.weight", "F32", []int64{1}, float32LE([]float32{1})})
+		}, want: []string{"unexpected tensor", "encoder.layers.7.mlp.fc1.weight"}},
+		{name: "wrong shape", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).shape = []int64{8, 16} },
+			want: []string{fc1, "[8 16]", "[16 8]"}},
+		{name: "wrong rank", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).shape = []int64{128} },
+			want: []string{fc1, "[128]", "[16 8]"}},
+		{name: "NaN weight", model: func(t *testing.T, m *tinyModel) {
+			x := m.find(t, fc1)
+			binary.LittleEndian.PutUint32(x.data[4*5:], math.Float32bits(float32(math.NaN())))
+		}, want: []string{fc1, "element 5", "NaN"}},
+		{name: "Inf weight", model: func(t *testing.T, m *tinyModel) {
+			m.fill(t, "post_layernorm.weight", float32(math.Inf(-1)))
+		}, want: []string{"post_layernorm.weight", "element 0", "-Inf"}},
+		{name: "NaN float16 weight", model: func(t *testing.T, m *tinyModel) {
+			x := m.find(t, "embeddings.class_embedding")
+			x.dtype, x.data = "F16", f16NaN(8)
+		}, want: []string{"embeddings.class_embedding", "element 3", "NaN"}},
+		{name: "NaN concept threshold", model: func(t *testing.T, m *tinyModel) {
+			m.fill(t, keyConceptThresholds, float32(math.NaN()))
+		}, want: []string{keyConceptThresholds, "NaN"}},
+		{name: ".bin that is not a zip", files: replace(checkpoint.TorchName, []byte("<html>404 Not Found</html>\n")),
+			want: []string{"pytorch_model.bin", "not a zip"}},
+		{name: "malformed pickle", files: replace(checkpoint.TorchName, torchArchive(t, []byte{0x80, 0x02, 0xfe, '.'})),
+			want: []string{"pytorch_model.bin", "opcode"}},
+		{name: "pickle without STOP", files: replace(checkpoint.TorchName, torchArchive(t, []byte{0x80, 0x02, '}'})),
+			want: []string{"pytorch_model.bin", "STOP"}},
+		{name: "hostile pickle: os.system", files: hostile("hostile_global.bin"), want: []string{"refused pickle", `"os.system"`}},
+		{name: "hostile pickle: builtins.eval", files: hostile("hostile_stack_global.bin"), want: []string{"refused pickle", `"builtins.eval"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const marker = "/tmp/checkpoint-pwned" // what the hostile pickles would create
+			os.Remove(marker)
+			m := newTinyModel(t)
+			if tc.model != nil {
+				tc.model(t, m)
+			}
+			dir := m.write(t)
+			if tc.raw != nil {
+				tc.raw(t, m, dir)
+			}
+			if tc.files != nil {
+				tc.files(t, dir)
+			}
+			before := gotchutil.LiveTensors()
+			c, err := Load(dir, WithDevice(DeviceCPU))
+			if err == nil {
+				c.Close()
+				t.Fatal("loaded")
+			}
+			if !errors.Is(err, ErrCheckpoint) {
+				t.Errorf("error %q does not wrap ErrCheckpoint", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if got := gotchutil.LiveTensors(); got != before {
+				t.Errorf("failed Load left %d tensors alive", got-before)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Fatal("a hostile pickle ran a command")
+			}
+		})
+	}
+}
