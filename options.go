@@ -3,6 +3,7 @@ package safety
 import (
 	"fmt"
 	"runtime"
+	"time"
 
 	"github.com/sdsafety/safety/hub"
 )
@@ -43,6 +44,9 @@ type options struct {
 	maxPixels   int64
 	orientation bool
 	processor   string // preprocessor_config.json path override
+
+	batchWindow   time.Duration    // dynamic batching (WithBatchWindow); 0: off
+	batchObserver func(images int) // WithBatchObserver
 
 	customCount  bool   // custom concept hits set Result.NSFW (WithCustomConceptsCount)
 	tokenizerDir string // LoadTextEncoder only: tokenizer folder override (WithTokenizerDir)

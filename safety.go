@@ -54,6 +54,7 @@ type Checker struct {
 	tower    *visionTower
 	concepts *Concepts
 	custom   customConcepts // custom concepts and their text encoder (custom_concepts.go)
+	batcher  *batcher       // dynamic batching (batcher.go); nil when off
 	proc     imageproc.Config
 	info     Info
 	opts     options
@@ -114,6 +115,9 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	if err := rt.Run(func() error { return c.load(cfg, weights) }); err != nil {
 		rt.Close()
 		return nil, err
+	}
+	if o.batchWindow > 0 {
+		c.batcher = newBatcher(c, o.batchWindow)
 	}
 	return c, nil
 }
@@ -187,6 +191,9 @@ func (c *Checker) Info() Info { return c.info }
 // Close releases every tensor and stops the model thread. A Check running concurrently finishes or
 // returns ErrClosed; it never touches freed memory. Close is idempotent.
 func (c *Checker) Close() error {
+	if c.batcher != nil {
+		c.batcher.close()
+	}
 	return c.rt.Close()
 }
 
@@ -215,6 +222,9 @@ func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]R
 	per := 3 * s * s
 	if n < 0 || len(pixels) != n*per {
 		return nil, fmt.Errorf("%w: %d pixel values for %d images of 3x%dx%d", ErrInvalidInput, len(pixels), n, s, s)
+	}
+	if c.batcher != nil && n > 0 && n < c.opts.batchSize {
+		return c.batcher.check(ctx, pixels, n)
 	}
 	results := make([]Result, 0, n)
 	for start := 0; start < n; start += c.opts.batchSize {
@@ -256,6 +266,9 @@ func (c *Checker) appendResults(results []Result, pooled, embeds []float32, b in
 // pixels: [b, 3, S, S] → pooled [b·D], embeds [b·P] (float32, host).
 func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled, embeds []float32, err error) {
 	s := int64(c.info.ImageSize)
+	if c.opts.batchObserver != nil {
+		c.opts.batchObserver(b)
+	}
 	err = c.rt.Run(func() error {
 		var t gotchutil.Tape
 		defer t.Release()
