@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/sdsafety/safety"
+	"github.com/sdsafety/safety/internal/cmdutil"
 )
 
 const (
@@ -118,7 +119,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	checker, err := load(ctx, c, opts, stderr)
+	checker, err := cmdutil.Load(ctx, cmdutil.Model{Name: c.model, Subfolder: c.subfolder, Revision: c.revision, Quiet: c.quiet},
+		stderr, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "safetycheck: load %s: %v\n", c.model, err)
 		if errors.Is(err, safety.ErrInvalidOption) {
@@ -174,19 +176,8 @@ type outcome struct {
 	err    error
 }
 
-// jsonRecord is one line of -json output.
-type jsonRecord struct {
-	File  string `json:"file"`
-	Error string `json:"error,omitempty"`
-	*safety.Result
-}
-
-func (o outcome) record() jsonRecord {
-	if o.err != nil {
-		return jsonRecord{File: o.file, Error: o.err.Error()}
-	}
-	return jsonRecord{File: o.file, Result: o.result}
-}
+// record is the outcome's line of -json output.
+func (o outcome) record() cmdutil.Record { return cmdutil.NewRecord(o.file, o.result, o.err) }
 
 // checkAll preprocesses every input (a failure is that input's error alone) and checks the ones that
 // preprocessed, batch by batch.
