@@ -84,6 +84,12 @@ type batcher struct {
 	exited  chan struct{}
 	once    sync.Once
 	pending atomic.Int64 // calls submitted and neither answered nor gone
+
+	solo      atomic.Bool  // a lone call is running without the dispatcher
+	lastCalls atomic.Int64 // calls in the previous batch
+	lastEnd   atomic.Int64 // when it ended (UnixNano)
+
+	buf []float32 // dispatcher only: the batch input, reused
 }
 
 func newBatcher(c *Checker, window time.Duration) *batcher {
@@ -103,6 +109,16 @@ func (b *batcher) close() {
 func (b *batcher) check(ctx context.Context, pixels []float32, n int) ([]Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if b.pending.Load() == 0 && !b.callersMayReturn() && b.solo.CompareAndSwap(false, true) {
+		// Alone in the checker: run at once on this goroutine, as without batching.
+		defer b.solo.Store(false)
+		pooled, embeds, err := b.c.forward(ctx, pixels, n)
+		b.ended(1)
+		if err != nil {
+			return nil, err
+		}
+		return b.c.appendResults(make([]Result, 0, n), pooled, embeds, n)
 	}
 	call := &batchCall{ctx: ctx, pixels: pixels, n: n, copied: make(chan struct{}), done: make(chan batchReply, 1)}
 	b.pending.Add(1)
@@ -129,6 +145,18 @@ func (b *batcher) check(ctx context.Context, pixels []float32, n int) ([]Result,
 	}
 }
 
+// callersMayReturn reports whether the previous batch held several calls and ended less than a
+// window ago: their callers, if they loop, are about to come back and should share the next batch.
+func (b *batcher) callersMayReturn() bool {
+	return b.lastCalls.Load() > 1 && time.Now().UnixNano()-b.lastEnd.Load() < int64(b.window)
+}
+
+// ended records a batch of calls that has just ended.
+func (b *batcher) ended(calls int) {
+	b.lastCalls.Store(int64(calls))
+	b.lastEnd.Store(time.Now().UnixNano())
+}
+
 // answer sends a taken call its reply.
 func (b *batcher) answer(call *batchCall, r batchReply) {
 	b.pending.Add(-1)
@@ -142,8 +170,6 @@ func (b *batcher) answer(call *batchCall, r batchReply) {
 func (b *batcher) loop() {
 	defer close(b.exited)
 	var next *batchCall // a call that did not fit in the previous batch
-	var lastCalls int   // calls in the previous batch
-	var lastEnd time.Time
 	for {
 		first := next
 		next = nil
@@ -154,10 +180,10 @@ func (b *batcher) loop() {
 				return
 			}
 		}
-		start := time.Now()
+		returning := b.callersMayReturn()
 		expected := func() int64 {
-			if start.Sub(lastEnd) < b.window {
-				return max(b.pending.Load(), int64(lastCalls))
+			if returning {
+				return max(b.pending.Load(), b.lastCalls.Load())
 			}
 			return b.pending.Load()
 		}
@@ -181,8 +207,7 @@ func (b *batcher) loop() {
 			}
 		}
 		timer.Stop()
-		lastCalls = b.run(batch)
-		lastEnd = time.Now()
+		b.ended(b.run(batch))
 	}
 }
 
@@ -211,11 +236,12 @@ func (b *batcher) run(calls []*batchCall) int {
 	}
 	s := b.c.info.ImageSize
 	per := 3 * s * s
-	var pixels []float32
+	pixels := b.buf[:0]
 	for _, call := range taken {
 		pixels = append(pixels, call.pixels[:call.n*per]...)
 		close(call.copied)
 	}
+	b.buf = pixels // reused by the next batch: forward copies it into a tensor
 	p, d := b.c.info.ProjectionDim, b.c.info.Vision.HiddenSize
 	for len(taken) > 0 {
 		n := len(pixels) / per

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sdsafety/safety"
+	"github.com/sdsafety/safety/internal/benchutil"
+)
+
+// benchModelDir is the model the HTTP benchmark serves: the full-size ViT-L/14 checkpoint when
+// `make fullsize` has made it (SAFETY_FULLSIZE or bench-cache/fullsize), else the tiny parity model.
+func benchModelDir(b *testing.B) (string, bool) {
+	b.Helper()
+	full := os.Getenv("SAFETY_FULLSIZE")
+	if full == "" {
+		full = filepath.Join("..", "..", "bench-cache", "fullsize")
+	}
+	if _, err := os.Stat(filepath.Join(full, ".complete")); err == nil {
+		return filepath.Join(full, "model"), true
+	}
+	dir := filepath.Join(parityDir, "model")
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		b.Skipf("neither the full-size checkpoint (%s) nor the parity model (%s) is present", full, dir)
+	}
+	return dir, false
+}
+
+// BenchmarkHTTP posts one 512×512 PNG per request to safetyd on loopback from 1, 8 and 32 concurrent
+// clients, and does the same work in-process (PreprocessEncoded + CheckPixels on a checker with the
+// same options) from as many goroutines, side by side: the difference is the cost of HTTP. b.N
+// counts images; images/s, p50-ms and p99-ms as in BenchmarkConcurrentCallers.
+func BenchmarkHTTP(b *testing.B) {
+	dir, full := benchModelDir(b)
+	if !full {
+		b.Logf("full-size checkpoint absent: benchmarking the tiny model in %s", dir)
+	}
+	window := benchutil.Window(b)
+	img, err := os.ReadFile(filepath.Join(parityDir, "images", "astronaut_512.png"))
+	if err != nil {
+		b.Skipf("bench image: %v", err)
+	}
+	s := startBenchServer(b, "-model", dir, "-device", "cpu", "-batch", "8", "-batch-window", window.String(), "-queue", "256")
+	checker, err := safety.Load(dir, safety.WithDevice(safety.DeviceCPU), safety.WithBatchSize(8), safety.WithBatchWindow(window))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer checker.Close()
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	post := func(int) error {
+		resp, err := hc.Post(s+"/v1/check", "image/png", bytes.NewReader(img))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	inproc := func(int) error {
+		pix, err := checker.PreprocessEncoded(img)
+		if err != nil {
+			return err
+		}
+		_, err = checker.CheckPixels(context.Background(), pix, 1)
+		return err
+	}
+	for _, f := range []func(int) error{post, inproc} { // warm-up
+		if err := f(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, conc := range []int{1, 8, 32} {
+		for _, side := range []struct {
+			name string
+			call func(int) error
+		}{{"inproc", inproc}, {"http", post}} {
+			b.Run(fmt.Sprintf("%s/conc=%d", side.name, conc), func(b *testing.B) {
+				benchutil.RunCallers(b, conc, 1, side.call)
+			})
+		}
+	}
+}
+
+// startBenchServer runs safetyd in-process until the benchmark ends and returns its URL once ready.
+func startBenchServer(b *testing.B, args ...string) string {
+	b.Helper()
+	sigs := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	listening := make(chan string, 1)
+	go func() {
+		done <- run(append([]string{"-addr", "127.0.0.1:0", "-q"}, args...), io.Discard, sigs,
+			func(addr string) { listening <- "http://" + addr })
+	}()
+	var url string
+	select {
+	case url = <-listening:
+	case code := <-done:
+		b.Fatalf("safetyd exited with %d", code)
+	}
+	b.Cleanup(func() {
+		sigs <- os.Interrupt
+		<-done
+	})
+	for deadline := time.Now().Add(time.Minute); ; {
+		if resp, err := http.Get(url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("safetyd not ready within a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
