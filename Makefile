@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 30m
 FUZZTIME ?= 10s
 TEST_FUZZTIME ?= 3000x
 
-.PHONY: setup test vet fmt demo parity golden reference fullsize test-full bench fuzz clean
+.PHONY: setup test vet fmt demo parity golden reference fullsize test-full bench bench-serving serve fuzz clean
 
 # setup: libtorch (2.1.0 wheel, or $LIBTORCH) and the configured gotch copy + go.work. Idempotent.
 setup:
@@ -62,6 +62,15 @@ test-full: setup fullsize
 # docs/performance.md. Creates bench-cache/fullsize (reference/fullsize.py) and bench-cache/images once.
 bench: setup reference
 	./scripts/bench.sh
+
+# bench-serving: dynamic batching in-process and safetyd over loopback (docs/performance.md, "Serving");
+# the full-size checkpoint when bench-cache/fullsize exists, else the tiny parity model.
+bench-serving: setup
+	./scripts/bench-serving.sh
+
+# serve: safetyd on the parity model at 127.0.0.1:8080 (curl --data-binary @IMAGE localhost:8080/v1/check)
+serve: setup
+	$(GO) run ./cmd/safetyd -model $(PARITY)/model
 
 clean:
 	rm -rf $(OUT)

@@ -12,11 +12,13 @@ import (
 // Dynamic batching: with WithBatchWindow(d), concurrent CheckPixels (and Check) calls that bring
 // fewer images than the batch size are gathered into one model batch by a dispatcher goroutine.
 //
-// The dispatcher takes the first waiting call, then keeps gathering until the batch is full, until
-// every call currently inside the batcher has joined (so a lone caller never waits), or until d has
-// passed since the first call arrived — whichever comes first. A call that does not fit in what is
-// left of the batch opens the next one. While a batch runs on the model thread, new calls queue up
-// and form the next batch.
+// A call that finds no other call pending, and no batch that ended less than d ago expecting more
+// than one caller back, runs at once on its own goroutine, as without batching. Otherwise it goes to
+// the dispatcher, which takes the first waiting call, then keeps gathering until the batch is full,
+// until every call expected has joined (those pending and, less than d after a batch, also the
+// callers that batch answered), or until d has passed since the batch opened — whichever comes
+// first. A call that does not fit in what is left of the batch opens the next one. While a batch
+// runs on the model thread, new calls queue up and form the next batch.
 //
 // Each caller gets exactly its own results. A caller whose context ends before its batch starts
 // leaves (its images are not run); once its batch has started it still returns at once with the
@@ -26,9 +28,16 @@ import (
 // of the model call itself (ErrTorch, ErrClosed) reaches every caller of the batch.
 
 // WithBatchWindow turns on dynamic batching: a CheckPixels or Check call with fewer images than the
-// batch size waits at most d for concurrent calls and runs with them as one model batch (see the
-// package documentation). 0, the default, turns it off: each call runs alone. A lone caller does not
-// wait: the window only runs while other callers are inside the checker.
+// batch size waits at most d for concurrent calls and runs with them as one model batch. 0, the
+// default, turns it off: each call runs alone. A caller alone in the checker does not wait: it runs
+// at once, unless a batch of several callers ended less than d ago (callers in a loop are then about
+// to come back, and the next batch waits for them). Each caller gets exactly its own
+// results; a caller whose context ends before its batch starts leaves it; an image whose output is
+// not finite fails only its own caller (ErrNonFinite), the other callers of its batch being run
+// again without it. Calls with at least the batch size of images run directly, as without batching.
+//
+// A window of a few milliseconds is enough for callers that come back at once; it bounds the extra
+// latency a call can see when the callers it waits for do not come.
 //
 // As in the reference, where an image's batch neighbours change the order of floating-point
 // reductions, the third decimal of a rounded score (and the last bits of the raw similarities) can
@@ -85,9 +94,9 @@ type batcher struct {
 	once    sync.Once
 	pending atomic.Int64 // calls submitted and neither answered nor gone
 
-	solo      atomic.Bool  // a lone call is running without the dispatcher
-	lastCalls atomic.Int64 // calls in the previous batch
-	lastEnd   atomic.Int64 // when it ended (UnixNano)
+	solo       atomic.Bool  // a lone call is running without the dispatcher
+	lastExpect atomic.Int64 // calls expected for the next batch when the previous one ended
+	lastEnd    atomic.Int64 // when it ended (UnixNano)
 
 	buf []float32 // dispatcher only: the batch input, reused
 }
@@ -110,7 +119,7 @@ func (b *batcher) check(ctx context.Context, pixels []float32, n int) ([]Result,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if b.pending.Load() == 0 && !b.callersMayReturn() && b.solo.CompareAndSwap(false, true) {
+	if b.pending.Load() == 0 && (!b.recent() || b.lastExpect.Load() <= 1) && b.solo.CompareAndSwap(false, true) {
 		// Alone in the checker: run at once on this goroutine, as without batching.
 		defer b.solo.Store(false)
 		pooled, embeds, err := b.c.forward(ctx, pixels, n)
@@ -145,15 +154,17 @@ func (b *batcher) check(ctx context.Context, pixels []float32, n int) ([]Result,
 	}
 }
 
-// callersMayReturn reports whether the previous batch held several calls and ended less than a
-// window ago: their callers, if they loop, are about to come back and should share the next batch.
-func (b *batcher) callersMayReturn() bool {
-	return b.lastCalls.Load() > 1 && time.Now().UnixNano()-b.lastEnd.Load() < int64(b.window)
+// recent reports whether the previous batch ended less than a window ago.
+func (b *batcher) recent() bool {
+	return time.Now().UnixNano()-b.lastEnd.Load() < int64(b.window)
 }
 
-// ended records a batch of calls that has just ended.
+// ended records a batch of calls that has just been answered. The next batch expects the calls
+// already pending and, for a window, the callers just answered: callers in a loop come back at once,
+// and waiting for them keeps the batches whole (without it, two groups of callers that once fell
+// into separate batches would alternate on the model for ever).
 func (b *batcher) ended(calls int) {
-	b.lastCalls.Store(int64(calls))
+	b.lastExpect.Store(b.pending.Load() + int64(calls))
 	b.lastEnd.Store(time.Now().UnixNano())
 }
 
@@ -164,9 +175,9 @@ func (b *batcher) answer(call *batchCall, r batchReply) {
 }
 
 // loop is the dispatcher goroutine. A batch closes when it is full, when the window has passed since
-// its first call, or when no more calls are expected: every call submitted has joined, and the
-// callers of the previous batch, if it ended less than a window ago, have had the chance to come back
-// (a caller in a loop comes back within microseconds; a lone caller never waits).
+// it opened, or when no more calls are expected: every call submitted has joined and, if the previous
+// batch ended less than a window ago, as many calls as were pending then plus the callers it answered
+// (see ended).
 func (b *batcher) loop() {
 	defer close(b.exited)
 	var next *batchCall // a call that did not fit in the previous batch
@@ -180,10 +191,10 @@ func (b *batcher) loop() {
 				return
 			}
 		}
-		returning := b.callersMayReturn()
+		returning := b.recent()
 		expected := func() int64 {
 			if returning {
-				return max(b.pending.Load(), b.lastCalls.Load())
+				return max(b.pending.Load(), b.lastExpect.Load())
 			}
 			return b.pending.Load()
 		}

@@ -4,58 +4,68 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sdsafety/safety/internal/benchutil"
 )
 
 // BenchmarkConcurrentCallers measures dynamic batching: 1, 4, 8 and 16 goroutines each checking one
 // image per call in a loop with batching on, against one caller with batch 8 and one caller of single
-// images with batching off. b.N counts images; images/s is the throughput, p50-ms and p99-ms the
-// latency of one call, images/batch the mean model batch. Run it with -count to interleave the
-// configurations; scripts/bench-serving.sh prints the ratios.
+// images with batching off. The configurations run in short alternating segments
+// (benchutil.Alternate; run with -benchtime 1x -v for the table); the metrics are the ratios the
+// issue asks for: x-batch8 is the throughput of 8 batched callers over the batch-8 caller's, lone-on/off
+// a lone caller's throughput with batching on over off. scripts/bench-serving.sh runs it.
 func BenchmarkConcurrentCallers(b *testing.B) {
 	dir, full := benchModel(b)
-	if !full {
-		b.Logf("full-size checkpoint absent: benchmarking the tiny model in %s", dir)
+	if full {
+		b.Logf("model: %s", dir)
+	} else {
+		b.Logf("model: %s (the full-size checkpoint is absent: the tiny model)", dir)
 	}
 	window := benchutil.Window(b)
-	var batches, batched atomic.Int64 // model batches and their images, for images/batch
+	var batches, batched atomic.Int64 // model batches and their images
 	observe := WithBatchObserver(func(n int) { batches.Add(1); batched.Add(int64(n)) })
 	off := mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), observe)
 	on := mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), WithBatchWindow(window), observe)
 	s := off.Info().ImageSize
+	per := 3 * s * s
 	pix := benchPixels(16, s)
 	for _, c := range []*Checker{off, on} { // warm-up: first-call allocations of both batch sizes
 		for _, n := range []int{1, 8} {
-			if _, err := c.CheckPixels(context.Background(), pix[:n*3*s*s], n); err != nil {
+			if _, err := c.CheckPixels(context.Background(), pix[:n*per], n); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	for _, tc := range []struct {
-		name    string
-		c       *Checker
-		callers int
-		perCall int
-	}{
-		{"batch8/off/callers=1", off, 1, 8},
-		{"single/off/callers=1", off, 1, 1},
-		{"single/on/callers=1", on, 1, 1},
-		{"single/on/callers=4", on, 4, 1},
-		{"single/on/callers=8", on, 8, 1},
-		{"single/on/callers=16", on, 16, 1},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			batches.Store(0)
-			batched.Store(0)
-			benchutil.RunCallers(b, tc.callers, tc.perCall, func(i int) error {
-				p := pix[(i%(17-tc.perCall))*3*s*s:]
-				_, err := tc.c.CheckPixels(context.Background(), p[:tc.perCall*3*s*s], tc.perCall)
-				return err
-			})
-			if n := batches.Load(); n > 0 {
-				b.ReportMetric(float64(batched.Load())/float64(n), "images/batch")
-			}
-		})
+	config := func(name string, c *Checker, callers, perCall int) benchutil.Config {
+		return benchutil.Config{Name: name, Callers: callers, PerCall: perCall, Call: func(i int) error {
+			p := pix[(i%(17-perCall))*per:]
+			_, err := c.CheckPixels(context.Background(), p[:perCall*per], perCall)
+			return err
+		}}
 	}
+	configs := []benchutil.Config{
+		config("batch8/off/callers=1", off, 1, 8),
+		config("single/off/callers=1", off, 1, 1),
+		config("single/on/callers=1", on, 1, 1),
+		config("single/on/callers=4", on, 4, 1),
+		config("single/on/callers=8", on, 8, 1),
+		config("single/on/callers=16", on, 16, 1),
+	}
+	segment := 500 * time.Millisecond
+	if full {
+		segment = 20 * time.Second
+	}
+	batches.Store(0)
+	batched.Store(0)
+	st := benchutil.Alternate(b, configs, 10, segment)
+	b.Logf("batching %v window; mean model batch over all segments %.2f images", window,
+		float64(batched.Load())/float64(max(1, batches.Load())))
+	b.ReportMetric(st[4].PerSecond()/st[0].PerSecond(), "x-batch8")
+	b.ReportMetric(st[2].PerSecond()/st[1].PerSecond(), "lone-on/off")
+	for i, n := range []int{1, 4, 8, 16} {
+		b.Logf("%2d callers with batching: %.2fx the batch-8 throughput", n, st[2+i].PerSecond()/st[0].PerSecond())
+	}
+	b.Logf("lone caller, batching on over off: %.3fx throughput, p50 %.2f vs %.2f ms", st[2].PerSecond()/st[1].PerSecond(),
+		st[2].Quantile(0.5), st[1].Quantile(0.5))
 }

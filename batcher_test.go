@@ -115,14 +115,20 @@ func runCalls(t *testing.T, c *Checker, ctxs []context.Context, calls [][][]floa
 			out[i].dur = time.Since(start)
 		})
 	}
+	waitAll(t, &wg, 30*time.Second, "batched calls")
+	return out
+}
+
+// waitAll waits for wg at most d.
+func waitAll(t *testing.T, wg *sync.WaitGroup, d time.Duration, what string) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("batched calls did not return within 30 s")
+	case <-time.After(d):
+		t.Fatalf("%s did not end within %v", what, d)
 	}
-	return out
 }
 
 func background(n int) []context.Context {
@@ -332,5 +338,49 @@ func TestBatchClose(t *testing.T) {
 	}
 	if got := log.get(); len(got) != 0 {
 		t.Errorf("model batches %v after Close, want none", got)
+	}
+}
+
+// TestBatchLoopersMerge starts two callers in a loop out of phase (the first runs alone while the
+// model thread is held, the second queues behind it): after the first batches they must share one
+// batch a round instead of taking turns on the model for ever.
+func TestBatchLoopersMerge(t *testing.T) {
+	imgs := goldenPixels(t, 2)
+	c, log := loadBatching(t, 2*time.Second)
+	hold, held := make(chan struct{}), make(chan struct{})
+	go c.rt.Run(func() error { close(held); <-hold; return nil })
+	<-held
+	const rounds = 10
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*rounds)
+	for k := range 2 {
+		wg.Go(func() {
+			for range rounds {
+				if _, err := c.CheckPixels(context.Background(), imgs[k], 1); err != nil {
+					errs <- err
+				}
+			}
+		})
+		if k == 0 { // the first caller is on the model thread before the second starts
+			deadline := time.Now().Add(10 * time.Second)
+			for len(log.get()) == 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the second call queues behind the first
+	close(hold)
+	waitAll(t, &wg, 60*time.Second, "the loops")
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	sizes := log.get()
+	sum := 0
+	for _, s := range sizes {
+		sum += s
+	}
+	if sum != 2*rounds || len(sizes) > rounds+3 {
+		t.Errorf("model batches %v: want %d images in at most %d batches (the two callers together)", sizes, 2*rounds, rounds+3)
 	}
 }

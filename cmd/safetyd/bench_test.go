@@ -35,12 +35,15 @@ func benchModelDir(b *testing.B) (string, bool) {
 
 // BenchmarkHTTP posts one 512×512 PNG per request to safetyd on loopback from 1, 8 and 32 concurrent
 // clients, and does the same work in-process (PreprocessEncoded + CheckPixels on a checker with the
-// same options) from as many goroutines, side by side: the difference is the cost of HTTP. b.N
-// counts images; images/s, p50-ms and p99-ms as in BenchmarkConcurrentCallers.
+// same options) from as many goroutines, in short alternating segments (benchutil.Alternate; run with
+// -benchtime 1x -v for the table). The metrics are HTTP's throughput over in-process at each
+// concurrency. scripts/bench-serving.sh runs it.
 func BenchmarkHTTP(b *testing.B) {
 	dir, full := benchModelDir(b)
-	if !full {
-		b.Logf("full-size checkpoint absent: benchmarking the tiny model in %s", dir)
+	if full {
+		b.Logf("model: %s", dir)
+	} else {
+		b.Logf("model: %s (the full-size checkpoint is absent: the tiny model)", dir)
 	}
 	window := benchutil.Window(b)
 	img, err := os.ReadFile(filepath.Join(parityDir, "images", "astronaut_512.png"))
@@ -81,15 +84,22 @@ func BenchmarkHTTP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	var configs []benchutil.Config
 	for _, conc := range []int{1, 8, 32} {
-		for _, side := range []struct {
-			name string
-			call func(int) error
-		}{{"inproc", inproc}, {"http", post}} {
-			b.Run(fmt.Sprintf("%s/conc=%d", side.name, conc), func(b *testing.B) {
-				benchutil.RunCallers(b, conc, 1, side.call)
-			})
-		}
+		configs = append(configs,
+			benchutil.Config{Name: fmt.Sprintf("inproc/conc=%d", conc), Callers: conc, PerCall: 1, Call: inproc},
+			benchutil.Config{Name: fmt.Sprintf("http/conc=%d", conc), Callers: conc, PerCall: 1, Call: post})
+	}
+	segment := time.Second
+	if full {
+		segment = 20 * time.Second
+	}
+	st := benchutil.Alternate(b, configs, 6, segment)
+	for i, conc := range []int{1, 8, 32} {
+		r := st[2*i+1].PerSecond() / st[2*i].PerSecond()
+		b.ReportMetric(r, fmt.Sprintf("http/inproc@%d", conc))
+		b.Logf("concurrency %2d: HTTP %.1f images/s, %.2fx in-process (overhead %+.1f%%); p50 %.1f vs %.1f ms",
+			conc, st[2*i+1].PerSecond(), r, 100*(1-r), st[2*i+1].Quantile(0.5), st[2*i].Quantile(0.5))
 	}
 }
 

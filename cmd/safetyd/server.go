@@ -11,6 +11,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,9 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
@@ -175,7 +179,11 @@ func (s *server) check(w http.ResponseWriter, r *http.Request) {
 		<-s.admitted
 		s.metrics.queue.Dec()
 	}()
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.timeout)
+	// -timeout bounds the whole request, the upload included: a slow client cannot hold its place
+	// in the queue for longer.
+	deadline := time.Now().Add(s.cfg.timeout)
+	http.NewResponseController(w).SetReadDeadline(deadline) // not every connection supports it
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()
 
 	body := http.MaxBytesReader(w, r.Body, s.cfg.maxBody)
@@ -256,11 +264,14 @@ func (s *server) readInputs(r *http.Request, body io.Reader) (inputs []input, mu
 	return inputs, true, nil
 }
 
-// bodyError maps an error reading the body: 413 past -max-body, else 400.
+// bodyError maps an error reading the body: 413 past -max-body, 408 past -timeout, else 400.
 func bodyError(err error) error {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return errorf(http.StatusRequestEntityTooLarge, "body larger than %d bytes", tooLarge.Limit)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errorf(http.StatusRequestTimeout, "the body did not arrive within the request's time limit")
 	}
 	return errorf(http.StatusBadRequest, "reading the body: %v", err)
 }

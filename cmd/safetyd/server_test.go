@@ -588,6 +588,31 @@ func TestOverload(t *testing.T) {
 	}
 }
 
+// TestSlowUpload: a body that does not arrive within -timeout gets 408 and frees its place in the
+// queue.
+func TestSlowUpload(t *testing.T) {
+	needTinyModel(t)
+	s := startServer(t, nil, "-model", tinyModel, "-timeout", "500ms", "-queue", "1")
+	good := goodPNG(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	pw2 := make(chan struct{})
+	go func() { // half the image, then nothing
+		pw.Write(good[:len(good)/2])
+		close(pw2)
+	}()
+	start := time.Now()
+	r := do(t, newRequest(t, http.MethodPost, s.url+"/v1/check", "image/png", pr))
+	<-pw2
+	if r.status != http.StatusRequestTimeout || time.Since(start) > 10*time.Second {
+		t.Errorf("stalled upload: %d after %v (%s), want 408 after about 500ms", r.status, time.Since(start), r.body)
+	}
+	waitQueue(t, s.url, 0)
+	if r := postImage(t, s.url, good); r.status != http.StatusOK {
+		t.Errorf("after the stalled upload: %d %s", r.status, r.body)
+	}
+}
+
 // TestSIGTERMDrains sends the process a real SIGTERM while a request is in flight: the server stops
 // taking connections, finishes the request and exits 0.
 func TestSIGTERMDrains(t *testing.T) {
