@@ -42,7 +42,7 @@ func BenchmarkConcurrentCallers(b *testing.B) {
 			p := pix[(i%(17-perCall))*per:]
 			_, err := c.CheckPixels(context.Background(), p[:perCall*per], perCall)
 			return err
-		}}
+		}, Batches: func() (int64, int64) { return batches.Load(), batched.Load() }}
 	}
 	configs := []benchutil.Config{
 		config("batch8/off/callers=1", off, 1, 8),
@@ -56,11 +56,8 @@ func BenchmarkConcurrentCallers(b *testing.B) {
 	if full {
 		segment = 20 * time.Second
 	}
-	batches.Store(0)
-	batched.Store(0)
 	st := benchutil.Alternate(b, configs, 10, segment)
-	b.Logf("batching %v window; mean model batch over all segments %.2f images", window,
-		float64(batched.Load())/float64(max(1, batches.Load())))
+	b.Logf("batch window %v", window)
 	b.ReportMetric(st[4].PerSecond()/st[0].PerSecond(), "x-batch8")
 	b.ReportMetric(st[2].PerSecond()/st[1].PerSecond(), "lone-on/off")
 	for i, n := range []int{1, 4, 8, 16} {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,13 +52,15 @@ func BenchmarkHTTP(b *testing.B) {
 	if err != nil {
 		b.Skipf("bench image: %v", err)
 	}
-	s := startBenchServer(b, "-model", dir, "-device", "cpu", "-batch", "8", "-batch-window", window.String(), "-queue", "256")
-	checker, err := safety.Load(dir, safety.WithDevice(safety.DeviceCPU), safety.WithBatchSize(8), safety.WithBatchWindow(window))
+	s := startBenchServer(b, "-model", dir, "-device", "cpu", "-batch", "8", "-batch-window", window.String(), "-queue", "256", "-timeout", "10m")
+	var batches, batched atomic.Int64
+	checker, err := safety.Load(dir, safety.WithDevice(safety.DeviceCPU), safety.WithBatchSize(8), safety.WithBatchWindow(window),
+		safety.WithBatchObserver(func(n int) { batches.Add(1); batched.Add(int64(n)) }))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer checker.Close()
-	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	hc := &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	post := func(int) error {
 		resp, err := hc.Post(s+"/v1/check", "image/png", bytes.NewReader(img))
 		if err != nil {
@@ -84,11 +88,26 @@ func BenchmarkHTTP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	inprocBatches := func() (int64, int64) { return batches.Load(), batched.Load() }
+	serverBatches := func() (int64, int64) { // from the server's safetyd_batch_size histogram
+		resp, err := hc.Get(s + "/metrics")
+		if err != nil {
+			return 0, 0
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var count, sum float64
+		for line := range strings.Lines(string(body)) {
+			fmt.Sscanf(line, "safetyd_batch_size_count %g", &count)
+			fmt.Sscanf(line, "safetyd_batch_size_sum %g", &sum)
+		}
+		return int64(count), int64(sum)
+	}
 	var configs []benchutil.Config
 	for _, conc := range []int{1, 8, 32} {
 		configs = append(configs,
-			benchutil.Config{Name: fmt.Sprintf("inproc/conc=%d", conc), Callers: conc, PerCall: 1, Call: inproc},
-			benchutil.Config{Name: fmt.Sprintf("http/conc=%d", conc), Callers: conc, PerCall: 1, Call: post})
+			benchutil.Config{Name: fmt.Sprintf("inproc/conc=%d", conc), Callers: conc, PerCall: 1, Call: inproc, Batches: inprocBatches},
+			benchutil.Config{Name: fmt.Sprintf("http/conc=%d", conc), Callers: conc, PerCall: 1, Call: post, Batches: serverBatches})
 	}
 	segment := time.Second
 	if full {

@@ -41,6 +41,9 @@ type Config struct {
 	Name             string
 	Callers, PerCall int
 	Call             func(i int) error
+	// Batches, when not nil, returns the model batches and images run so far (cumulative): the
+	// table then shows the mean model batch of each configuration.
+	Batches func() (batches, images int64)
 }
 
 // Stats are the totals of a configuration over its segments.
@@ -48,6 +51,8 @@ type Stats struct {
 	Images  int
 	Elapsed time.Duration
 	Lats    []time.Duration // sorted by Alternate
+	// Batches and Batched count the model batches and their images (Config.Batches).
+	Batches, Batched int64
 }
 
 // PerSecond is the throughput in images per second.
@@ -85,6 +90,10 @@ func Alternate(b *testing.B, configs []Config, rounds int, segment time.Duration
 			slices.Reverse(order)
 		}
 		for _, i := range order {
+			var b0, i0 int64
+			if configs[i].Batches != nil {
+				b0, i0 = configs[i].Batches()
+			}
 			images, elapsed, lats, err := runFor(segment, configs[i])
 			if err != nil {
 				b.Fatalf("%s: %v", configs[i].Name, err)
@@ -92,16 +101,26 @@ func Alternate(b *testing.B, configs []Config, rounds int, segment time.Duration
 			stats[i].Images += images
 			stats[i].Elapsed += elapsed
 			stats[i].Lats = append(stats[i].Lats, lats...)
+			if configs[i].Batches != nil {
+				b1, i1 := configs[i].Batches()
+				stats[i].Batches += b1 - b0
+				stats[i].Batched += i1 - i0
+			}
 		}
 	}
 	b.StopTimer()
 	var t strings.Builder
 	fmt.Fprintf(&t, "%d rounds of %v per configuration, alternating\n", rounds, segment)
-	fmt.Fprintf(&t, "%-26s %10s %9s %9s %8s\n", "configuration", "images/s", "p50 ms", "p99 ms", "images")
+	fmt.Fprintf(&t, "%-26s %10s %9s %9s %8s %10s\n", "configuration", "images/s", "p50 ms", "p99 ms", "images", "img/batch")
 	for i, c := range configs {
 		s := &stats[i]
 		slices.Sort(s.Lats)
-		fmt.Fprintf(&t, "%-26s %10.1f %9.2f %9.2f %8d\n", c.Name, s.PerSecond(), s.Quantile(0.5), s.Quantile(0.99), s.Images)
+		perBatch := "-"
+		if s.Batches > 0 {
+			perBatch = fmt.Sprintf("%.2f", float64(s.Batched)/float64(s.Batches))
+		}
+		fmt.Fprintf(&t, "%-26s %10.3f %9.1f %9.1f %8d %10s\n", c.Name, s.PerSecond(), s.Quantile(0.5), s.Quantile(0.99),
+			s.Images, perBatch)
 	}
 	b.Log("\n" + t.String())
 	return stats
