@@ -28,6 +28,9 @@ vet: setup
 
 test: setup fmt vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# the concurrent parts under the race detector: dynamic batching and the HTTP service
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestBatch' .
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./cmd/safetyd
 	FUZZTIME=$(TEST_FUZZTIME) ./scripts/fuzz.sh
 
 # fuzz: every fuzz target for $(FUZZTIME) each (make test runs each for $(TEST_FUZZTIME) executions;

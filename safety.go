@@ -213,7 +213,9 @@ func (c *Checker) Check(ctx context.Context, images []image.Image) ([]Result, er
 }
 
 // CheckPixels checks n preprocessed images: pixels is [n, 3, S, S] float32 in row-major order (S =
-// Info().ImageSize), as [Checker.Preprocess] or the reference's pixel_values produce.
+// Info().ImageSize), as [Checker.Preprocess] or the reference's pixel_values produce. With
+// [WithBatchWindow], a call of fewer images than the batch size may share a model batch with
+// concurrent calls (batcher.go).
 func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]Result, error) {
 	if c.rt.Closed() {
 		return nil, ErrClosed
