@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 30m
 FUZZTIME ?= 10s
 TEST_FUZZTIME ?= 3000x
 
-.PHONY: setup test test-libtorch vet fmt demo parity golden reference fullsize test-full bench fuzz clean
+.PHONY: setup test test-libtorch vet fmt demo parity golden reference fullsize test-full bench bench-serving serve fuzz clean
 
 # setup: libtorch (the 2.1.0 wheel, TORCH_VERSION=… for another, or LIBTORCH=DIR) and the configured gotch in
 # the per-user cache ($$SAFETY_CACHE_DIR, default ~/.cache/sdsafety), and go.work pointing at it: the same
@@ -35,6 +35,9 @@ vet: setup
 test: setup fmt vet
 	@mkdir -p $(OUT)
 	set -o pipefail; $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json ./... | $(GO) run ./internal/testreport -skips $(OUT)/test-skips.txt
+	# the concurrent parts under the race detector: dynamic batching and the HTTP service
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestBatch' .
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./cmd/safetyd
 	FUZZTIME=$(TEST_FUZZTIME) ./scripts/fuzz.sh
 	@cat $(OUT)/test-skips.txt
 
@@ -84,6 +87,15 @@ test-full: setup fullsize
 # docs/performance.md. Creates bench-cache/fullsize (reference/fullsize.py) and bench-cache/images once.
 bench: setup reference
 	./scripts/bench.sh
+
+# bench-serving: dynamic batching in-process and safetyd over loopback (docs/performance.md, "Serving");
+# the full-size checkpoint when bench-cache/fullsize exists, else the tiny parity model.
+bench-serving: setup
+	./scripts/bench-serving.sh
+
+# serve: safetyd on the parity model at 127.0.0.1:8080 (curl --data-binary @IMAGE localhost:8080/v1/check)
+serve: setup
+	$(GO) run ./cmd/safetyd -model $(PARITY)/model
 
 clean:
 	rm -rf $(OUT)

@@ -25,6 +25,16 @@
 // the model, and [Checker.CheckTensor] takes a decoded diffusion batch [B, 3, H, W] as a pipeline
 // holds it and returns it with flagged images zeroed.
 //
+// # Concurrent callers and serving
+//
+// By default each call runs alone on the model thread, so many goroutines checking one image each get
+// batch-1 throughput. [WithBatchWindow] turns on dynamic batching: calls with fewer images than the
+// batch size wait at most the window for other calls and run with them as one model batch; each
+// caller gets exactly its own results, a caller whose context ends before its batch starts leaves it,
+// a non-finite image fails only its own caller, and a caller alone in the checker does not wait. As
+// in the reference, the third decimal of a score can move with the batch an image shares.
+// The command cmd/safetyd serves a Checker over HTTP with batching on.
+//
 // # Invariants
 //
 //   - Every libtorch call of a Checker runs on one OS thread owned by the Checker (libtorch keeps grad

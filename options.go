@@ -3,6 +3,7 @@ package safety
 import (
 	"fmt"
 	"runtime"
+	"time"
 
 	"github.com/sdsafety/safety/hub"
 )
@@ -44,6 +45,9 @@ type options struct {
 	maxFrames   int // all-frames methods only (WithMaxFrames); 0: imageproc.DefaultMaxFrames
 	orientation bool
 	processor   string // preprocessor_config.json path override
+
+	batchWindow   time.Duration    // dynamic batching (WithBatchWindow); 0: off
+	batchObserver func(images int) // WithBatchObserver
 
 	customCount  bool   // custom concept hits set Result.NSFW (WithCustomConceptsCount)
 	selfTest     bool   // Load runs two images through the model (WithSelfTest)

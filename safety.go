@@ -55,6 +55,7 @@ type Checker struct {
 	tower    *visionTower
 	concepts *Concepts
 	custom   customConcepts // custom concepts and their text encoder (custom_concepts.go)
+	batcher  *batcher       // dynamic batching (batcher.go); nil when off
 	proc     imageproc.Config
 	info     Info
 	opts     options
@@ -113,6 +114,9 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 			return nil, err
 		}
 	}
+	if o.batchWindow > 0 {
+		c.batcher = newBatcher(c, o.batchWindow)
+	}
 	return c, nil
 }
 
@@ -153,6 +157,9 @@ func (c *Checker) Info() Info { return c.info }
 // Close releases every tensor and stops the model thread. A Check running concurrently finishes or
 // returns ErrClosed; it never touches freed memory. Close is idempotent.
 func (c *Checker) Close() error {
+	if c.batcher != nil {
+		c.batcher.close()
+	}
 	return c.rt.Close()
 }
 
@@ -188,7 +195,9 @@ func (c *Checker) Check(ctx context.Context, images []image.Image) ([]Result, er
 }
 
 // CheckPixels checks n preprocessed images: pixels is [n, 3, S, S] float32 in row-major order (S =
-// Info().ImageSize), as [Checker.Preprocess] or the reference's pixel_values produce.
+// Info().ImageSize), as [Checker.Preprocess] or the reference's pixel_values produce. With
+// [WithBatchWindow], a call of fewer images than the batch size may share a model batch with
+// concurrent calls (batcher.go).
 func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]Result, error) {
 	if c.rt.Closed() {
 		return nil, ErrClosed
@@ -197,6 +206,9 @@ func (c *Checker) CheckPixels(ctx context.Context, pixels []float32, n int) ([]R
 	per := 3 * s * s
 	if n < 0 || n > len(pixels)/per || len(pixels) != n*per { // n > len/per first: n*per may overflow
 		return nil, fmt.Errorf("%w: %d pixel values for %d images of 3x%dx%d", ErrInvalidInput, len(pixels), n, s, s)
+	}
+	if c.batcher != nil && n > 0 && n < c.opts.batchSize {
+		return c.batcher.check(ctx, pixels, n)
 	}
 	results := make([]Result, 0, n)
 	for start := 0; start < n; start += c.opts.batchSize {
@@ -238,6 +250,9 @@ func (c *Checker) appendResults(results []Result, pooled, embeds []float32, b in
 // pixels: [b, 3, S, S] → pooled [b·D], embeds [b·P] (float32, host).
 func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled, embeds []float32, err error) {
 	s := int64(c.info.ImageSize)
+	if c.opts.batchObserver != nil {
+		c.opts.batchObserver(b)
+	}
 	err = c.rt.Run(func() error {
 		var t gotchutil.Tape
 		defer t.Release()

@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -28,9 +27,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/sdsafety/safety"
+	"github.com/sdsafety/safety/internal/cmdutil"
 )
 
 const (
@@ -134,7 +133,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := interruptContext(context.Background(), stderr)
 	defer stop()
-	checker, err := load(ctx, c, opts, stderr)
+	checker, err := cmdutil.Load(ctx, cmdutil.Model{Name: c.model, Subfolder: c.subfolder, Revision: c.revision, Quiet: c.quiet},
+		stderr, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "safetycheck: load %s: %v\n", c.model, err)
 		if errors.Is(err, safety.ErrInvalidOption) {
@@ -199,26 +199,8 @@ type outcome struct {
 	err    error
 }
 
-// jsonRecord is one line of -json output. JSON strings are UTF-8, so a file name that is not valid
-// UTF-8 is written with U+FFFD in "file" and, losslessly, base64-encoded in "file_base64" (two such
-// names can differ only there).
-type jsonRecord struct {
-	File       string `json:"file"`
-	FileBase64 string `json:"file_base64,omitempty"`
-	Error      string `json:"error,omitempty"`
-	*safety.Result
-}
-
-func (o outcome) record() jsonRecord {
-	r := jsonRecord{File: o.file, Result: o.result}
-	if !utf8.ValidString(o.file) {
-		r.FileBase64 = base64.StdEncoding.EncodeToString([]byte(o.file))
-	}
-	if o.err != nil {
-		r.Error, r.Result = o.err.Error(), nil
-	}
-	return r
-}
+// record is the outcome's line of -json output.
+func (o outcome) record() cmdutil.Record { return cmdutil.NewRecord(o.file, o.result, o.err) }
 
 // checkAll preprocesses every input (a failure is that input's error alone) and checks the ones that
 // preprocessed, batch by batch. Once ctx ends (Ctrl-C), no further file is opened: every input not
