@@ -2,6 +2,7 @@ package safety
 
 import (
 	"context"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,8 +27,15 @@ func BenchmarkConcurrentCallers(b *testing.B) {
 	window := benchutil.Window(b)
 	var batches, batched atomic.Int64 // model batches and their images
 	observe := WithBatchObserver(func(n int) { batches.Add(1); batched.Add(int64(n)) })
-	off := mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), observe)
-	on := mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), WithBatchWindow(window), observe)
+	// SAFETY_BENCH_ON_FIRST=1 loads the batching checker first, to tell its effect from the load order's.
+	var off, on *Checker
+	if os.Getenv("SAFETY_BENCH_ON_FIRST") == "1" {
+		on = mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), WithBatchWindow(window), observe)
+		off = mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), observe)
+	} else {
+		off = mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), observe)
+		on = mustLoad(b, dir, WithDevice(DeviceCPU), WithBatchSize(8), WithBatchWindow(window), observe)
+	}
 	s := off.Info().ImageSize
 	per := 3 * s * s
 	pix := benchPixels(16, s)

@@ -8,7 +8,10 @@
 # over all the segments. The model is bench-cache/fullsize when `make fullsize` made it (SAFETY_FULLSIZE
 # overrides: any directory with model/ and .complete), else the tiny parity model; the output names it.
 # Environment: SAFETY_BENCH_ROUNDS (10 in-process, 6 HTTP), SAFETY_BENCH_SEGMENT (0.5 s / 1 s; 20 s on the
-# full-size model), SAFETY_BENCH_WINDOW (5ms), OUT (out/bench-serving).
+# full-size model), SAFETY_BENCH_WINDOW (5ms), SAFETY_BENCH_CONFIGS (a comma-separated subset of the configuration
+# names, e.g. batch8/off/callers=1,single/on/callers=8 for a focused comparison), SAFETY_BENCH_ON_FIRST=1 (load the
+# batching checker before the other one: the checker loaded second ran a few per cent slower here), OUT
+# (out/bench-serving).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench-serving}

@@ -68,7 +68,9 @@ func (s Stats) Quantile(q float64) float64 {
 
 // Alternate runs every configuration for one segment per round, SAFETY_BENCH_ROUNDS rounds (default
 // rounds) of SAFETY_BENCH_SEGMENT each (default segment), in order on odd rounds and in reverse on
-// even ones (ABC CBA ...), and logs a table of the results. b.N is not used: run it with -benchtime 1x.
+// even ones (ABC CBA ...), and logs a table of the results. SAFETY_BENCH_CONFIGS, a comma-separated
+// list of names, runs only those (the others have zero stats). b.N is not used: run it with
+// -benchtime 1x.
 func Alternate(b *testing.B, configs []Config, rounds int, segment time.Duration) []Stats {
 	b.Helper()
 	if s := os.Getenv("SAFETY_BENCH_ROUNDS"); s != "" {
@@ -79,6 +81,12 @@ func Alternate(b *testing.B, configs []Config, rounds int, segment time.Duration
 		rounds = n
 	}
 	segment = envDuration(b, "SAFETY_BENCH_SEGMENT", segment)
+	skip := make([]bool, len(configs)) // SAFETY_BENCH_CONFIGS: a comma-separated subset of the names
+	if only := os.Getenv("SAFETY_BENCH_CONFIGS"); only != "" {
+		for i, c := range configs {
+			skip[i] = !slices.Contains(strings.Split(only, ","), c.Name)
+		}
+	}
 	stats := make([]Stats, len(configs))
 	b.ResetTimer()
 	for r := range rounds {
@@ -90,6 +98,9 @@ func Alternate(b *testing.B, configs []Config, rounds int, segment time.Duration
 			slices.Reverse(order)
 		}
 		for _, i := range order {
+			if skip[i] {
+				continue
+			}
 			var b0, i0 int64
 			if configs[i].Batches != nil {
 				b0, i0 = configs[i].Batches()
