@@ -31,6 +31,11 @@ var layerRules = map[string][]string{
 	"internal/gotchutil": {gotchPath, gotchPath + "/ts", gotchPath + "/libtch"},
 }
 
+// commandSide are the internal packages that sit above the public API: plumbing shared by the
+// commands (cmd/…, examples/…) and the benchmarks, which may import the root package and which no
+// library package may import.
+var commandSide = []string{"internal/cmdutil", "internal/benchutil"}
+
 // importViolations returns "file: reason" for each import of a library file that breaks the rules:
 // a package of layerRules importing outside its list, gotch/libtch outside internal/gotchutil, or an
 // internal package importing the root package, or library code importing the test builders.
@@ -51,7 +56,9 @@ func importViolations(files map[string]*ast.File) []string {
 				out = append(out, path+": imports "+p+", outside "+dir+"'s layer")
 			case p == gotchPath+"/libtch" && dir != "internal/gotchutil":
 				out = append(out, path+": raw libtch call site outside internal/gotchutil")
-			case p == modulePath && strings.HasPrefix(dir, "internal/"):
+			case slices.Contains(commandSide, strings.TrimPrefix(p, modulePath+"/")) && !slices.Contains(commandSide, dir):
+				out = append(out, path+": library code imports the commands' plumbing "+p)
+			case p == modulePath && strings.HasPrefix(dir, "internal/") && !slices.Contains(commandSide, dir):
 				out = append(out, path+": an internal package imports the public API")
 			}
 		}
@@ -90,9 +97,12 @@ func TestImportLayeringDetector(t *testing.T) {
 		"internal/setup/x.go":      parse("internal/setup/x.go", `package setup; import _ "github.com/sdsafety/safety"`),
 		"hub/x.go":                 parse("hub/x.go", `package hub; import _ "github.com/sdsafety/safety/internal/testbuild"`),
 		"internal/clip/ok.go":      parse("internal/clip/ok.go", `package clip; import ("fmt"; _ "github.com/sugarme/gotch/ts"); var _ = fmt.Sprint`),
+		"internal/cmdutil/ok.go":   parse("internal/cmdutil/ok.go", `package cmdutil; import _ "github.com/sdsafety/safety"`),
+		"batcher.go":               parse("batcher.go", `package safety; import _ "github.com/sdsafety/safety/internal/cmdutil"`),
 	}
 	got := importViolations(files)
 	want := []string{
+		"batcher.go: library code imports the commands' plumbing github.com/sdsafety/safety/internal/cmdutil",
 		"hub/x.go: library code imports the test builders",
 		"internal/checkpoint/x.go: imports github.com/sugarme/gotch, outside internal/checkpoint's layer",
 		"internal/setup/x.go: an internal package imports the public API",
