@@ -82,7 +82,7 @@ func newTinyModel(t testing.TB) *tinyModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shapes := visionKeys(cfg, visionPrefix)
+	shapes := clip.VisionKeys(cfg, clip.VisionPrefix)
 	shapes[keyConceptEmbeds] = []int64{17, 4}
 	shapes[keyConceptThresholds] = []int64{17}
 	shapes[keySpecialEmbeds] = []int64{3, 4}
@@ -116,7 +116,7 @@ func newTinyModel(t testing.TB) *tinyModel {
 func (m *tinyModel) find(t testing.TB, name string) *stTensor {
 	t.Helper()
 	for i := range m.tensors {
-		if m.tensors[i].name == name || m.tensors[i].name == visionPrefix+name {
+		if m.tensors[i].name == name || m.tensors[i].name == clip.VisionPrefix+name {
 			return &m.tensors[i]
 		}
 	}
@@ -292,10 +292,10 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 			writeModelFile(t, p, b)
 		}, want: []string{"exceeds the limit"}},
 		{name: "overlapping offsets", raw: editHeader(func(hdr map[string]map[string]any) {
-			hdr[visionPrefix+"post_layernorm.bias"]["data_offsets"] = hdr[visionPrefix+"pre_layrnorm.bias"]["data_offsets"]
+			hdr[clip.VisionPrefix+"post_layernorm.bias"]["data_offsets"] = hdr[clip.VisionPrefix+"pre_layrnorm.bias"]["data_offsets"]
 		}), want: []string{"overlap"}},
 		{name: "unknown dtype", raw: editHeader(func(hdr map[string]map[string]any) {
-			hdr[visionPrefix+"pre_layrnorm.bias"]["dtype"] = "F7"
+			hdr[clip.VisionPrefix+"pre_layrnorm.bias"]["dtype"] = "F7"
 		}), want: []string{`"F7"`, "pre_layrnorm.bias"}},
 		{name: "integer weight", model: func(t *testing.T, m *tinyModel) { m.find(t, "pre_layrnorm.bias").dtype = "I32" },
 			want: []string{"pre_layrnorm.bias", "want a float type"}},
@@ -304,7 +304,7 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 		{name: "missing concept head", model: func(t *testing.T, m *tinyModel) { m.remove(t, keySpecialThresholds) },
 			want: []string{"missing tensor", keySpecialThresholds}},
 		{name: "extra key", model: func(t *testing.T, m *tinyModel) {
-			m.tensors = append(m.tensors, stTensor{visionPrefix + "encoder.layers.7.mlp.fc1.weight", "F32", []int64{1}, float32LE([]float32{1})})
+			m.tensors = append(m.tensors, stTensor{clip.VisionPrefix + "encoder.layers.7.mlp.fc1.weight", "F32", []int64{1}, float32LE([]float32{1})})
 		}, want: []string{"unexpected tensor", "encoder.layers.7.mlp.fc1.weight"}},
 		{name: "wrong shape", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).shape = []int64{8, 16} },
 			want: []string{fc1, "[8 16]", "[16 8]"}},

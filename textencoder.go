@@ -33,7 +33,7 @@ var (
 // releases its tensors; afterwards its methods return [ErrClosed].
 type TextEncoder struct {
 	rt    *gotchutil.Runtime // the model thread and the tensors the encoder owns
-	tower *textTower
+	tower *clip.TextTransformer
 	tok   *cliptok.Tokenizer
 	info  TextInfo
 	opts  options
@@ -148,7 +148,7 @@ func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.
 	if projected {
 		e.info.ProjectionDim = cfg.ProjectionDim
 	}
-	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device)
+	e.tower = clip.NewTextTransformer(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device)
 	if err := e.rt.Owned.Err(); err != nil {
 		return fmt.Errorf("safety: assemble text tower: %w", err)
 	}
@@ -222,12 +222,12 @@ func (e *TextEncoder) EmbedTexts(ctx context.Context, texts []string) ([]TextEmb
 			ids[i] = row
 			flat = append(flat, row...)
 		}
-		pool := poolPositions(ids, e.info.Text.EOSTokenID)
+		pool := clip.PoolPositions(ids, e.info.Text.EOSTokenID)
 		var pooled, embeds []float32
 		err := e.rt.Run(func() error {
 			var t gotchutil.Tape
 			defer t.Release()
-			pt, et := e.tower.forward(ctx, &t, t.Int64(flat, b, n), b, n, pool)
+			pt, et := e.tower.Forward(ctx, &t, t.Int64(flat, b, n), b, n, pool)
 			if err := t.Err(); err != nil {
 				return err
 			}

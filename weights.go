@@ -28,8 +28,8 @@ const (
 
 // ignoredKeys are buffers the published checkpoints carry and the model does not use.
 var ignoredKeys = map[string]bool{
-	visionPrefix + "embeddings.position_ids":     true,
-	flatVisionPrefix + "embeddings.position_ids": true,
+	clip.VisionPrefix + "embeddings.position_ids":     true,
+	clip.FlatVisionPrefix + "embeddings.position_ids": true,
 }
 
 // loadWeights validates the checkpoint against cfg and loads the vision weights one tensor at a time
@@ -40,16 +40,16 @@ var ignoredKeys = map[string]bool{
 // tower.
 func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
-	prefix := visionPrefix
-	if _, nested := ck.Info(visionPrefix + "embeddings.class_embedding"); !nested {
-		if _, flat := ck.Info(flatVisionPrefix + "embeddings.class_embedding"); flat {
-			prefix = flatVisionPrefix
+	prefix := clip.VisionPrefix
+	if _, nested := ck.Info(clip.VisionPrefix + "embeddings.class_embedding"); !nested {
+		if _, flat := ck.Info(clip.FlatVisionPrefix + "embeddings.class_embedding"); flat {
+			prefix = clip.FlatVisionPrefix
 		}
 	}
 	if err := checkLayerCount(ck, prefix, cfg.Vision.NumHiddenLayers); err != nil {
 		return nil, nil, "", err
 	}
-	want := visionKeys(cfg, prefix)
+	want := clip.VisionKeys(cfg, prefix)
 	p := int64(cfg.ProjectionDim)
 
 	// Concept counts come from the checkpoint (17 and 3 in the published model).
@@ -116,6 +116,56 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		SpecialThresholds: host[keySpecialThresholds],
 	}
 	return w, concepts, prefix, nil
+}
+
+// loadTextWeights finds the text tower in ck, validates its keys and shapes against cfg and loads
+// it one tensor at a time onto device in dtype, recording the tensors on t. It returns the weights
+// by key, the key prefix and whether the checkpoint has a text projection [P, D] (P = cfg.ProjectionDim).
+func loadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.TextModelConfig,
+	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, string, bool, error) {
+	var prefix string
+	switch {
+	case has(ck, clip.TextPrefix+"embeddings.token_embedding.weight"):
+		prefix = clip.TextPrefix
+	case has(ck, clip.BareTextPrefix+"embeddings.token_embedding.weight"):
+		prefix = clip.BareTextPrefix
+	case has(ck, clip.VisionPrefix+"embeddings.class_embedding") || has(ck, keyConceptEmbeds):
+		return nil, "", false, fmt.Errorf("%w: %s holds a safety checker (vision tower and concepts only), not a CLIP "+
+			"text tower; load the CLIP model it comes from (openai/clip-vit-large-patch14)", ErrCheckpoint, ck.Path())
+	default:
+		return nil, "", false, fmt.Errorf("%w: %s: no CLIP text tower (no %q)", ErrCheckpoint, ck.Path(),
+			clip.TextPrefix+"embeddings.token_embedding.weight")
+	}
+	if err := checkLayerCount(ck, prefix, cfg.Text.NumHiddenLayers); err != nil {
+		return nil, "", false, err
+	}
+	want := clip.TextKeys(cfg.Text, prefix)
+	_, projected := ck.Info(clip.KeyTextProjection)
+	if projected {
+		want[clip.KeyTextProjection] = []int64{int64(cfg.ProjectionDim), int64(cfg.Text.HiddenSize)}
+	}
+	belongs := func(name string) bool {
+		return clip.IsTextKey(name, prefix) && name != prefix+"embeddings.position_ids"
+	}
+	if err := keysError(ck, checkKeys(ck, belongs, want)); err != nil {
+		return nil, "", false, err
+	}
+	groups := clip.Groups(cfg.Text.NumHiddenLayers, prefix, want)
+	w := make(map[string]*ts.Tensor, len(groups))
+	for _, g := range groups {
+		x, err := loadGroup(ck, g, device, dtype)
+		if err != nil {
+			return nil, "", false, err
+		}
+		t.Record(g.Key, x, nil)
+		w[g.Key] = x
+	}
+	return w, prefix, projected, nil
+}
+
+func has(ck checkpoint.Checkpoint, name string) bool {
+	_, ok := ck.Info(name)
+	return ok
 }
 
 // checkKeys compares ck with the wanted keys and shapes (each map in turn, keys in sorted order):

@@ -1,11 +1,10 @@
-package safety
+package clip
 
 import (
 	"context"
 
 	"github.com/sugarme/gotch/ts"
 
-	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -13,35 +12,35 @@ import (
 // under the key prefix "vision_model.vision_model.", followed by the bias-free visual projection.
 //
 //	pixels [B,3,S,S] ─patch conv─▶ [B,N,D] ─prepend CLS, add positions─▶ [B,N+1,D] ─pre_layrnorm─▶
-//	L × encoder layer (clip.Encoder) ─▶ post_layernorm(CLS) = pooled [B,D] ─visual_projection─▶ image_embeds [B,P]
+//	L × encoder layer (Encoder) ─▶ post_layernorm(CLS) = pooled [B,D] ─visual_projection─▶ image_embeds [B,P]
 //
-// D = hidden size, N = (S/patch)², P = projection dim. Every method here runs on the Checker's worker
+// D = hidden size, N = (S/patch)², P = projection dim. Every method here runs on the model's worker
 // thread and records what it creates on the caller's tape.
 
 // Key prefixes of the vision tower: diffusers' published checkpoints nest transformers'
 // CLIPVisionModel (vision_model.vision_model.…); some exports flatten it to vision_model.….
 const (
-	visionPrefix     = "vision_model.vision_model."
-	flatVisionPrefix = "vision_model."
+	VisionPrefix     = "vision_model.vision_model."
+	FlatVisionPrefix = "vision_model."
 )
 
-// visionTower holds the weights of the vision tower and projection, on the compute device and dtype.
-type visionTower struct {
-	cfg clip.VisionConfig
+// VisionTransformer holds the weights of the vision tower and projection, on the compute device and dtype.
+type VisionTransformer struct {
+	cfg VisionConfig
 
 	patchWeight *ts.Tensor // [D, C, p, p]
 	classEmbed  *ts.Tensor // [D]
 	posEmbed    *ts.Tensor // [N+1, D]
-	preNorm     clip.LayerNorm
-	enc         *clip.Encoder // L non-causal encoder layers, the last for the class token only
-	postNorm    clip.LayerNorm
+	preNorm     LayerNorm
+	enc         *Encoder // L non-causal encoder layers, the last for the class token only
+	postNorm    LayerNorm
 	projection  *ts.Tensor // [P, D]
 }
 
-// forward maps preprocessed pixels to the pooled output and the projected image embeddings.
+// Forward maps preprocessed pixels to the pooled output and the projected image embeddings.
 // pixels: [B, C, S, S] in the compute dtype and device → pooled [B, D], embeds [B, P].
 // ctx is checked between layers so a cancelled batch stops early.
-func (v *visionTower) forward(ctx context.Context, t *gotchutil.Tape, pixels *ts.Tensor) (pooled, embeds *ts.Tensor) {
+func (v *VisionTransformer) Forward(ctx context.Context, t *gotchutil.Tape, pixels *ts.Tensor) (pooled, embeds *ts.Tensor) {
 	x := t.Scope(func(s *gotchutil.Tape) *ts.Tensor { return v.preNorm.Forward(s, v.embed(s, pixels)) })
 	cls := v.enc.Forward(ctx, t, x, true) // the class token's states after the last layer [B, D]
 	if !t.Ok() {
@@ -53,7 +52,7 @@ func (v *visionTower) forward(ctx context.Context, t *gotchutil.Tape, pixels *ts
 }
 
 // embed: pixels [B, C, S, S] → patch and position embeddings [B, N+1, D].
-func (v *visionTower) embed(t *gotchutil.Tape, pixels *ts.Tensor) *ts.Tensor {
+func (v *VisionTransformer) embed(t *gotchutil.Tape, pixels *ts.Tensor) *ts.Tensor {
 	d := int64(v.cfg.HiddenSize)
 	patches := t.Conv2d(pixels, v.patchWeight, int64(v.cfg.PatchSize)) // [B, D, g, g]
 	patches = t.Transpose(t.Flatten(patches, 2, 3), 1, 2)              // [B, N, D]
@@ -71,9 +70,9 @@ func (v *visionTower) embed(t *gotchutil.Tape, pixels *ts.Tensor) *ts.Tensor {
 	return t.Add(x, v.posEmbed)
 }
 
-// visionKeys lists the checkpoint keys of the vision tower and projection with their shapes.
-// prefix is visionPrefix or flatVisionPrefix.
-func visionKeys(cfg clip.Config, prefix string) map[string][]int64 {
+// VisionKeys lists the checkpoint keys of the vision tower and projection with their shapes.
+// prefix is VisionPrefix or FlatVisionPrefix.
+func VisionKeys(cfg Config, prefix string) map[string][]int64 {
 	v := cfg.Vision
 	d := int64(v.HiddenSize)
 	p, c := int64(v.PatchSize), int64(v.NumChannels)
@@ -88,25 +87,25 @@ func visionKeys(cfg clip.Config, prefix string) map[string][]int64 {
 		prefix + "post_layernorm.bias":                  {d},
 		"visual_projection.weight":                      {int64(cfg.ProjectionDim), d},
 	}
-	clip.AddLayerKeys(keys, v.EncoderConfig, prefix)
+	AddLayerKeys(keys, v.EncoderConfig, prefix)
 	return keys
 }
 
-// newVisionTower assembles the tower from loaded weights: the keys of visionKeys outside the encoder
-// layers, and the layers' weights stacked under clip.StackKey (as loadWeights loads them). A missing
+// NewVisionTransformer assembles the tower from loaded weights: the keys of VisionKeys outside the encoder
+// layers, and the layers' weights stacked under StackKey (as the loader loads them). A missing
 // weight is an error recorded on t. Nothing is created.
-func newVisionTower(t *gotchutil.Tape, cfg clip.Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *visionTower {
+func NewVisionTransformer(t *gotchutil.Tape, cfg Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *VisionTransformer {
 	v := cfg.Vision
-	ln := func(name string) clip.LayerNorm {
-		return clip.LayerNorm{Weight: w[name+".weight"], Bias: w[name+".bias"], Eps: v.LayerNormEps}
+	ln := func(name string) LayerNorm {
+		return LayerNorm{Weight: w[name+".weight"], Bias: w[name+".bias"], Eps: v.LayerNormEps}
 	}
-	return &visionTower{
+	return &VisionTransformer{
 		cfg:         v,
 		patchWeight: w[prefix+"embeddings.patch_embedding.weight"],
 		classEmbed:  w[prefix+"embeddings.class_embedding"],
 		posEmbed:    w[prefix+"embeddings.position_embedding.weight"],
 		preNorm:     ln(prefix + "pre_layrnorm"),
-		enc:         clip.NewEncoder(t, v.EncoderConfig, w, prefix, false, useSDPA),
+		enc:         NewEncoder(t, v.EncoderConfig, w, prefix, false, useSDPA),
 		postNorm:    ln(prefix + "post_layernorm"),
 		projection:  w["visual_projection.weight"],
 	}
