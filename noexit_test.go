@@ -467,3 +467,12 @@ func TestNoHiddenExitThroughGotch(t *testing.T) {
 	}
 	t.Logf("gotch packages %v: %d functions and methods can reach log.Fatal", used, len(fatal))
 }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

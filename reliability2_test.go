@@ -372,41 +372,14 @@ func TestCheckTensorExtremeAspect(t *testing.T) {
 	}
 }
 
-// TestTruncatedCheckpointIsAnError covers issue 13 item 6: a checkpoint truncated after it was mapped
-// (a new file copied over the old one in place) gives an error while the weights are read, not a
-// SIGBUS that ends the process.
+// TestTruncatedCheckpointIsAnError covers issue 13 item 6: Load on a file truncated to its header
+// fails cleanly (the sizes no longer match, which the parser sees before mapping any data). The
+// truncation after mapping is internal/clip's TestCopyCheckedTruncated.
 func TestTruncatedCheckpointIsAnError(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the mapping and SIGBUS behaviour checked here are Linux's")
-	}
-	dir := newTinyModel(t).write(t) // about 110 KB: the patch embedding alone is 8×3×32×32 floats
-	path := filepath.Join(dir, checkpoint.SafetensorsName)
-	ck, err := checkpoint.Open(path)
-	if err != nil {
+	dir := newTinyModel(t).write(t)
+	if err := os.Truncate(filepath.Join(dir, checkpoint.SafetensorsName), 4096); err != nil { // keep the header
 		t.Fatal(err)
 	}
-	defer ck.Close()
-	names := ck.Names()
-	var tns []checkpoint.Tensor
-	size := 0
-	for _, name := range names {
-		tn, err := ck.Tensor(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tns = append(tns, tn)
-		size += len(tn.Data)
-	}
-	if err := os.Truncate(path, 4096); err != nil { // keep the first page: the header
-		t.Fatal(err)
-	}
-	dst := make([]byte, size)
-	err = copyChecked(ck, tns, dst)
-	if !errors.Is(err, ErrCheckpoint) || !strings.Contains(err.Error(), "memory fault") {
-		t.Fatalf("copyChecked after truncation = %v, want ErrCheckpoint naming a memory fault", err)
-	}
-	// Load itself on a file truncated to its header fails cleanly too (here the sizes no longer
-	// match, which the parser sees before mapping any data).
 	if err := loadErr(t, dir); !errors.Is(err, ErrCheckpoint) {
 		t.Errorf("Load of the truncated file = %v, want ErrCheckpoint", err)
 	}

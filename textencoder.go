@@ -141,7 +141,7 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.Checkpoint) error {
 	device, dtype := p.device, p.dtype
 	e.info.Device, e.info.SDPA = p.where, p.sdpa
-	w, prefix, projected, err := loadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
+	w, prefix, projected, err := clip.LoadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
 	if err != nil {
 		return err
 	}
