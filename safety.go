@@ -120,19 +120,15 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
-// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+// load runs on the worker thread: it loads the vision tower and the concept head of ck placed as p.
 func (c *Checker) load(p placement, cfg clip.Config, ck checkpoint.Checkpoint) error {
 	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
-	w, concepts, prefix, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype)
+	tower, concepts, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype, c.info.SDPA)
 	if err != nil {
 		return err
 	}
-	c.concepts = concepts
+	c.tower, c.concepts = tower, concepts
 	c.info.Concepts, c.info.SpecialConcept = len(concepts.Thresholds), len(concepts.SpecialThresholds)
-	c.tower = clip.NewVisionTransformer(&c.rt.Owned, cfg, w, prefix, c.info.SDPA)
-	if err := c.rt.Owned.Err(); err != nil {
-		return fmt.Errorf("safety: assemble vision tower: %w", err)
-	}
 	return nil
 }
 

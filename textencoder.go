@@ -137,21 +137,18 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	return e, nil
 }
 
-// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+// load runs on the worker thread: it loads the text tower of ck placed as p.
 func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.Checkpoint) error {
 	device, dtype := p.device, p.dtype
 	e.info.Device, e.info.SDPA = p.where, p.sdpa
-	w, prefix, projected, err := clip.LoadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
+	tower, projected, err := clip.LoadText(&e.rt.Owned, ck, cfg, device, dtype, e.info.SDPA)
 	if err != nil {
 		return err
 	}
 	if projected {
 		e.info.ProjectionDim = cfg.ProjectionDim
 	}
-	e.tower = clip.NewTextTransformer(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device)
-	if err := e.rt.Owned.Err(); err != nil {
-		return fmt.Errorf("safety: assemble text tower: %w", err)
-	}
+	e.tower = tower
 	return nil
 }
 

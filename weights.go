@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/sugarme/gotch"
-	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/clip"
@@ -19,13 +18,11 @@ const (
 	keySpecialThresholds = "special_care_embeds_weights"
 )
 
-// loadWeights validates the checkpoint against cfg, loads the vision weights onto device in dtype
-// (clip.LoadVisionWeights, which validates the concept head's keys and shapes with the tower's) and
-// the concept head into host float32. Tensors it creates are recorded on t.
-// It returns the vision weights (see clip.LoadVisionWeights), the concepts, and the key prefix of the
-// vision tower.
-func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
-	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
+// loadWeights validates the checkpoint against cfg, loads the vision tower onto device in dtype
+// (clip.LoadVision, which validates the concept head's keys and shapes with the tower's) and the
+// concept head into host float32. Tensors it creates are recorded on t. sdpa selects the attention.
+func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config, device gotch.Device, dtype gotch.DType,
+	sdpa bool) (*clip.VisionTransformer, *Concepts, error) {
 	p := int64(cfg.ProjectionDim)
 
 	// Concept counts come from the checkpoint (17 and 3 in the published model).
@@ -42,25 +39,25 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		keySpecialEmbeds:     {nSpecial, p},
 		keySpecialThresholds: {nSpecial},
 	}
-	w, prefix, err := clip.LoadVisionWeights(t, ck, cfg, device, dtype, head)
+	tower, err := clip.LoadVision(t, ck, cfg, device, dtype, sdpa, head)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, err
 	}
 
 	host := map[string][]float32{}
 	for name := range head {
 		tn, err := clip.GuardedTensor(ck, name)
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
 		var v []float32
 		err = checkpoint.GuardFault(ck.Path(), func() (err error) { v, err = tn.Float32(); return err })
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
 		for i, x := range v {
 			if !finite32(x) {
-				return nil, nil, "", fmt.Errorf("%w: %s: tensor %q element %d is %v", ErrCheckpoint, ck.Path(), name, i, x)
+				return nil, nil, fmt.Errorf("%w: %s: tensor %q element %d is %v", ErrCheckpoint, ck.Path(), name, i, x)
 			}
 		}
 		host[name] = v
@@ -69,7 +66,7 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		for k, row := range rows(host[name], int(p)) {
 			if _, err := vectorNorm(row); err != nil {
 				// A zero (or overflowing) concept embedding has cosine 0 with every image.
-				return nil, nil, "", fmt.Errorf("%w: %s: tensor %q row %d: %v", ErrCheckpoint, ck.Path(), name, k, err)
+				return nil, nil, fmt.Errorf("%w: %s: tensor %q row %d: %v", ErrCheckpoint, ck.Path(), name, k, err)
 			}
 		}
 	}
@@ -79,5 +76,5 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		SpecialEmbeds:     rows(host[keySpecialEmbeds], int(p)),
 		SpecialThresholds: host[keySpecialThresholds],
 	}
-	return w, concepts, prefix, nil
+	return tower, concepts, nil
 }

@@ -21,15 +21,13 @@ import (
 // do not fit the model. The root package's ErrCheckpoint is this value.
 var ErrCheckpoint = errors.New("safety: bad checkpoint")
 
-// LoadVisionWeights finds the vision tower in ck (nested or flat prefix), validates its keys and
-// shapes against cfg — together with extra, the keys and shapes of what the caller reads itself (the
-// safety checker's concept head), so that one error lists every problem — and loads the vision
-// weights one tensor at a time onto device in dtype (so peak host memory stays near one copy of the
-// weights). Tensors it creates are recorded on t.
-// It returns the weights — by checkpoint key, except the encoder layers' weights, which are stacked
-// over the layers under StackKey (see Groups) — and the key prefix of the vision tower.
-func LoadVisionWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg Config, device gotch.Device, dtype gotch.DType,
-	extra map[string][]int64) (map[string]*ts.Tensor, string, error) {
+// LoadVision finds the vision tower in ck (nested or flat prefix), validates its keys and shapes
+// against cfg — together with extra, the keys and shapes of what the caller reads itself (the safety
+// checker's concept head), so that one error lists every problem — and loads its weights one tensor
+// at a time onto device in dtype (so peak host memory stays near one copy of the weights), bound to
+// the tower as its spec says. Tensors it creates are recorded on t. sdpa selects the attention.
+func LoadVision(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg Config, device gotch.Device, dtype gotch.DType,
+	sdpa bool, extra map[string][]int64) (*VisionTransformer, error) {
 	prefix := VisionPrefix
 	if _, nested := ck.Info(VisionPrefix + "embeddings.class_embedding"); !nested {
 		if _, flat := ck.Info(FlatVisionPrefix + "embeddings.class_embedding"); flat {
@@ -37,25 +35,17 @@ func LoadVisionWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg Config, 
 		}
 	}
 	if err := checkLayerCount(ck, prefix, cfg.Vision.NumHiddenLayers); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	want := VisionKeys(cfg, prefix)
-	problems := checkKeys(ck, func(name string) bool { return !ignoredVisionKeys[name] }, want, extra)
-	if err := keysError(ck, problems); err != nil {
-		return nil, "", err
+	v, spec := newVision(cfg, prefix, sdpa)
+	belongs := func(name string) bool { return !ignoredVisionKeys[name] }
+	if err := keysError(ck, checkKeys(ck, belongs, Keys(spec.Params()), extra)); err != nil {
+		return nil, err
 	}
-
-	groups := Groups(cfg.Vision.NumHiddenLayers, prefix, want)
-	w := make(map[string]*ts.Tensor, len(groups))
-	for _, g := range groups {
-		x, err := loadGroup(ck, g, device, dtype)
-		if err != nil {
-			return nil, "", err
-		}
-		t.Record(g.Key, x, nil)
-		w[g.Key] = x
+	if err := load(t, ck, spec.Params(), device, dtype); err != nil {
+		return nil, err
 	}
-	return w, prefix, nil
+	return v, nil
 }
 
 // ignoredVisionKeys are buffers the published checkpoints carry and the model does not use.
@@ -64,11 +54,12 @@ var ignoredVisionKeys = map[string]bool{
 	FlatVisionPrefix + "embeddings.position_ids": true,
 }
 
-// LoadTextWeights finds the text tower in ck, validates its keys and shapes against cfg and loads
-// it one tensor at a time onto device in dtype, recording the tensors on t. It returns the weights
-// by key, the key prefix and whether the checkpoint has a text projection [P, D] (P = cfg.ProjectionDim).
-func LoadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg TextModelConfig,
-	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, string, bool, error) {
+// LoadText finds the text tower in ck, validates its keys and shapes against cfg and loads it one
+// tensor at a time onto device in dtype, bound to the tower as its spec says, recording the tensors
+// on t. It returns the tower and whether the checkpoint has a text projection [P, D]
+// (P = cfg.ProjectionDim). sdpa selects the attention.
+func LoadText(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg TextModelConfig, device gotch.Device, dtype gotch.DType,
+	sdpa bool) (*TextTransformer, bool, error) {
 	var prefix string
 	switch {
 	case has(ck, TextPrefix+"embeddings.token_embedding.weight"):
@@ -76,42 +67,47 @@ func LoadTextWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg TextModelC
 	case has(ck, BareTextPrefix+"embeddings.token_embedding.weight"):
 		prefix = BareTextPrefix
 	case has(ck, VisionPrefix+"embeddings.class_embedding") || has(ck, "concept_embeds"):
-		return nil, "", false, fmt.Errorf("%w: %s holds a safety checker (vision tower and concepts only), not a CLIP "+
+		return nil, false, fmt.Errorf("%w: %s holds a safety checker (vision tower and concepts only), not a CLIP "+
 			"text tower; load the CLIP model it comes from (openai/clip-vit-large-patch14)", ErrCheckpoint, ck.Path())
 	default:
-		return nil, "", false, fmt.Errorf("%w: %s: no CLIP text tower (no %q)", ErrCheckpoint, ck.Path(),
+		return nil, false, fmt.Errorf("%w: %s: no CLIP text tower (no %q)", ErrCheckpoint, ck.Path(),
 			TextPrefix+"embeddings.token_embedding.weight")
 	}
 	if err := checkLayerCount(ck, prefix, cfg.Text.NumHiddenLayers); err != nil {
-		return nil, "", false, err
+		return nil, false, err
 	}
-	want := TextKeys(cfg.Text, prefix)
-	_, projected := ck.Info(KeyTextProjection)
-	if projected {
-		want[KeyTextProjection] = []int64{int64(cfg.ProjectionDim), int64(cfg.Text.HiddenSize)}
+	projDim := 0
+	if _, projected := ck.Info(KeyTextProjection); projected {
+		projDim = cfg.ProjectionDim
 	}
-	belongs := func(name string) bool {
-		return IsTextKey(name, prefix) && name != prefix+"embeddings.position_ids"
+	m, spec := newText(cfg.Text, prefix, projDim, sdpa, device)
+	belongs := func(name string) bool { return isTextKey(name, prefix) && name != prefix+"embeddings.position_ids" }
+	if err := keysError(ck, checkKeys(ck, belongs, Keys(spec.Params()))); err != nil {
+		return nil, false, err
 	}
-	if err := keysError(ck, checkKeys(ck, belongs, want)); err != nil {
-		return nil, "", false, err
+	if err := load(t, ck, spec.Params(), device, dtype); err != nil {
+		return nil, false, err
 	}
-	groups := Groups(cfg.Text.NumHiddenLayers, prefix, want)
-	w := make(map[string]*ts.Tensor, len(groups))
-	for _, g := range groups {
-		x, err := loadGroup(ck, g, device, dtype)
-		if err != nil {
-			return nil, "", false, err
-		}
-		t.Record(g.Key, x, nil)
-		w[g.Key] = x
-	}
-	return w, prefix, projected, nil
+	return m, projDim > 0, nil
 }
 
 func has(ck checkpoint.Checkpoint, name string) bool {
 	_, ok := ck.Info(name)
 	return ok
+}
+
+// load makes each parameter's tensor (loadGroup) on device in dtype, records it on t and binds it to
+// its field: after a nil error every field the spec named holds its weight.
+func load(t *gotchutil.Tape, ck checkpoint.Checkpoint, params []Param, device gotch.Device, dtype gotch.DType) error {
+	for _, p := range params {
+		x, err := loadGroup(ck, p.Group, device, dtype)
+		if err != nil {
+			return err
+		}
+		t.Record(p.Key, x, nil)
+		*p.Dst = x
+	}
+	return nil
 }
 
 // checkKeys compares ck with the wanted keys and shapes (each map in turn, keys in sorted order):
@@ -272,17 +268,6 @@ func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DTy
 		return 0, fmt.Errorf("tensor %q: %d converted bytes, %d left in the destination", tn.Name, len(b), len(dst))
 	}
 	return copy(dst, b), nil
-}
-
-// loadTensor copies one checkpoint tensor into libtorch, converts it to dtype and moves it to device
-// (loadGroup with a single part).
-func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
-	info, ok := ck.Info(name)
-	if !ok {
-		_, err := ck.Tensor(name) // the checkpoint's own not-found error
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	return loadGroup(ck, Group{Key: name, Parts: []string{name}, Shape: info.Shape}, device, dtype)
 }
 
 // GuardedTensor is ck.Tensor with memory faults on the mapped file turned into errors (a torch

@@ -96,23 +96,9 @@ func PoolPositions(ids [][]int64, eosTokenID int) []int64 {
 	return out
 }
 
-// TextKeys lists the checkpoint keys of the text tower with their shapes. prefix is TextPrefix or
-// BareTextPrefix; the projection is not included.
-func TextKeys(c TextConfig, prefix string) map[string][]int64 {
-	d := int64(c.HiddenSize)
-	keys := map[string][]int64{
-		prefix + "embeddings.token_embedding.weight":    {int64(c.VocabSize), d},
-		prefix + "embeddings.position_embedding.weight": {int64(c.MaxPositionEmbeddings), d},
-		prefix + "final_layer_norm.weight":              {d},
-		prefix + "final_layer_norm.bias":                {d},
-	}
-	AddLayerKeys(keys, c.EncoderConfig, prefix)
-	return keys
-}
-
-// IsTextKey reports whether a checkpoint key belongs to the text tower's namespace under prefix
+// isTextKey reports whether a checkpoint key belongs to the text tower's namespace under prefix
 // (for the bare layout: the top-level modules of a CLIPTextModel).
-func IsTextKey(name, prefix string) bool {
+func isTextKey(name, prefix string) bool {
 	if prefix != BareTextPrefix {
 		return strings.HasPrefix(name, prefix)
 	}
@@ -124,19 +110,22 @@ func IsTextKey(name, prefix string) bool {
 	return false
 }
 
-// NewTextTransformer assembles the tower from loaded weights: the keys of TextKeys outside the encoder
-// layers (plus the projection when present), and the layers' weights stacked under StackKey (as
-// the loader loads them). A missing weight is an error recorded on t. Nothing is created.
-func NewTextTransformer(t *gotchutil.Tape, c TextConfig, w map[string]*ts.Tensor, prefix string, useSDPA bool,
-	device gotch.Device) *TextTransformer {
-	return &TextTransformer{
-		cfg:        c,
-		tokenEmbed: w[prefix+"embeddings.token_embedding.weight"],
-		posEmbed:   w[prefix+"embeddings.position_embedding.weight"],
-		enc:        NewEncoder(t, c.EncoderConfig, w, prefix, true, useSDPA),
-		finalNorm: LayerNorm{Weight: w[prefix+"final_layer_norm.weight"], Bias: w[prefix+"final_layer_norm.bias"],
-			Eps: c.LayerNormEps},
-		projection: w[KeyTextProjection],
-		device:     device,
+// newText returns the text tower of c, attending with SDPA or not and computing on device, and the
+// spec of its weights under prefix (TextPrefix or BareTextPrefix), with the text projection [projDim, D]
+// (top level) when projDim > 0: loading the spec binds every weight.
+func newText(c TextConfig, prefix string, projDim int, sdpa bool, device gotch.Device) (*TextTransformer, Spec) {
+	m := &TextTransformer{cfg: c, enc: newEncoder(c.EncoderConfig, true, sdpa), device: device}
+	m.finalNorm.Eps = c.LayerNormEps
+	d := int64(c.HiddenSize)
+	s := NewSpec()
+	tower := s.At(prefix)
+	emb := tower.Sub("embeddings")
+	emb.Tensor(&m.tokenEmbed, "token_embedding.weight", int64(c.VocabSize), d)
+	emb.Tensor(&m.posEmbed, "position_embedding.weight", int64(c.MaxPositionEmbeddings), d)
+	m.enc.spec(tower.Sub("encoder"))
+	m.finalNorm.spec(tower.Sub("final_layer_norm"), d)
+	if projDim > 0 {
+		s.Tensor(&m.projection, KeyTextProjection, int64(projDim), d)
 	}
+	return m, s
 }

@@ -70,43 +70,31 @@ func (v *VisionTransformer) embed(t *gotchutil.Tape, pixels *ts.Tensor) *ts.Tens
 	return t.Add(x, v.posEmbed)
 }
 
-// VisionKeys lists the checkpoint keys of the vision tower and projection with their shapes.
-// prefix is VisionPrefix or FlatVisionPrefix.
-func VisionKeys(cfg Config, prefix string) map[string][]int64 {
-	v := cfg.Vision
-	d := int64(v.HiddenSize)
-	p, c := int64(v.PatchSize), int64(v.NumChannels)
-	n := int64(v.ImageSize/v.PatchSize)*int64(v.ImageSize/v.PatchSize) + 1
-	keys := map[string][]int64{
-		prefix + "embeddings.class_embedding":           {d},
-		prefix + "embeddings.patch_embedding.weight":    {d, c, p, p},
-		prefix + "embeddings.position_embedding.weight": {n, d},
-		prefix + "pre_layrnorm.weight":                  {d},
-		prefix + "pre_layrnorm.bias":                    {d},
-		prefix + "post_layernorm.weight":                {d},
-		prefix + "post_layernorm.bias":                  {d},
-		"visual_projection.weight":                      {int64(cfg.ProjectionDim), d},
-	}
-	AddLayerKeys(keys, v.EncoderConfig, prefix)
-	return keys
+// newVision returns the vision tower of cfg, attending with SDPA or not, and the spec of its weights
+// under prefix (VisionPrefix or FlatVisionPrefix; the projection is at the top level): loading the
+// spec binds every weight.
+func newVision(cfg Config, prefix string, sdpa bool) (*VisionTransformer, Spec) {
+	c := cfg.Vision
+	v := &VisionTransformer{cfg: c, enc: newEncoder(c.EncoderConfig, false, sdpa)}
+	v.preNorm.Eps, v.postNorm.Eps = c.LayerNormEps, c.LayerNormEps
+	d := int64(c.HiddenSize)
+	p, ch := int64(c.PatchSize), int64(c.NumChannels)
+	s := NewSpec()
+	tower := s.At(prefix)
+	emb := tower.Sub("embeddings")
+	emb.Tensor(&v.classEmbed, "class_embedding", d)
+	emb.Tensor(&v.patchWeight, "patch_embedding.weight", d, ch, p, p)
+	emb.Tensor(&v.posEmbed, "position_embedding.weight", int64(c.NumPatches()+1), d)
+	v.preNorm.spec(tower.Sub("pre_layrnorm"), d)
+	v.enc.spec(tower.Sub("encoder"))
+	v.postNorm.spec(tower.Sub("post_layernorm"), d)
+	s.Tensor(&v.projection, "visual_projection.weight", int64(cfg.ProjectionDim), d)
+	return v, s
 }
 
-// NewVisionTransformer assembles the tower from loaded weights: the keys of VisionKeys outside the encoder
-// layers, and the layers' weights stacked under StackKey (as the loader loads them). A missing
-// weight is an error recorded on t. Nothing is created.
-func NewVisionTransformer(t *gotchutil.Tape, cfg Config, w map[string]*ts.Tensor, prefix string, useSDPA bool) *VisionTransformer {
-	v := cfg.Vision
-	ln := func(name string) LayerNorm {
-		return LayerNorm{Weight: w[name+".weight"], Bias: w[name+".bias"], Eps: v.LayerNormEps}
-	}
-	return &VisionTransformer{
-		cfg:         v,
-		patchWeight: w[prefix+"embeddings.patch_embedding.weight"],
-		classEmbed:  w[prefix+"embeddings.class_embedding"],
-		posEmbed:    w[prefix+"embeddings.position_embedding.weight"],
-		preNorm:     ln(prefix + "pre_layrnorm"),
-		enc:         NewEncoder(t, v.EncoderConfig, w, prefix, false, useSDPA),
-		postNorm:    ln(prefix + "post_layernorm"),
-		projection:  w["visual_projection.weight"],
-	}
+// VisionKeys lists the checkpoint keys of the vision tower and projection under prefix
+// (VisionPrefix or FlatVisionPrefix) with their shapes, from the tower's spec.
+func VisionKeys(cfg Config, prefix string) map[string][]int64 {
+	_, s := newVision(cfg, prefix, false)
+	return Keys(s.Params())
 }
