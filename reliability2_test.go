@@ -23,6 +23,7 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/testbuild"
 )
 
 // loadErr loads dir on the CPU and returns the error, closing a checker that loaded.
@@ -51,13 +52,13 @@ func TestLoadBoundedConfig(t *testing.T) {
 		{"3 layers declared, 1 in the checkpoint", func(m *tinyModel) { m.setVision("num_hidden_layers", 3) },
 			[]string{"declares 3 encoder layers, the checkpoint holds 1"}},
 		{"0 layers in the checkpoint", func(m *tinyModel) {
-			var kept []stTensor
-			for _, x := range m.tensors {
-				if !strings.Contains(x.name, "encoder.layers.") {
+			var kept []testbuild.Tensor
+			for _, x := range m.Tensors {
+				if !strings.Contains(x.Name, "encoder.layers.") {
 					kept = append(kept, x)
 				}
 			}
-			m.tensors = kept
+			m.Tensors = kept
 		}, []string{"declares 1 encoder layers, the checkpoint holds 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,7 +105,7 @@ func TestDegenerateNumbersRefused(t *testing.T) {
 			{"concept embeddings whose norm overflows float32", func(t *testing.T, m *tinyModel, _ string) { m.fill(t, keyConceptEmbeds, 3e38) }, "degenerate"},
 			{"float64 weight that overflows float32", func(t *testing.T, m *tinyModel, _ string) {
 				x := m.find(t, "post_layernorm.weight")
-				x.dtype, x.data = "F64", f64(1e300, len(x.data)/4)
+				x.DType, x.Data = "F64", f64(1e300, len(x.Data)/4)
 			}, "overflows the compute dtype"},
 			{"layer_norm_eps Inf in float32", func(t *testing.T, m *tinyModel, _ string) { m.setVision("layer_norm_eps", 1e39) }, "layer_norm_eps"},
 			{"layer_norm_eps 1e30", func(t *testing.T, m *tinyModel, _ string) { m.setVision("layer_norm_eps", 1e30) }, "layer_norm_eps"},
