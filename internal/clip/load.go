@@ -3,6 +3,7 @@ package clip
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -128,7 +129,7 @@ func checkKeys(ck checkpoint.Checkpoint, belongs func(name string) bool, want ..
 		}
 	}
 	for _, m := range want {
-		for _, name := range sortedKeys(m) {
+		for _, name := range slices.Sorted(maps.Keys(m)) {
 			shape := m[name]
 			info, ok := ck.Info(name)
 			switch {
@@ -398,13 +399,4 @@ func torchDType(d checkpoint.DType) (gotch.DType, error) {
 		return gotch.Double, nil
 	}
 	return gotch.Invalid, fmt.Errorf("dtype %s is not a supported float type", d)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
