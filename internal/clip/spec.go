@@ -95,20 +95,20 @@ func (e *Encoder) spec(s Spec) {
 	c, st := e.cfg, &e.stack
 	d, i, n := int64(c.HiddenSize), int64(c.IntermediateSize), c.NumHiddenLayers
 	one := func(dst **ts.Tensor, name string, shape ...int64) { s.Stack(dst, n, name, []string{name}, shape...) }
+	linear := func(w, b **ts.Tensor, name string, out, in int64) { // a Linear [out, in] with its bias [out]
+		one(w, name+".weight", out, in)
+		one(b, name+".bias", out)
+	}
+	norm := func(w, b **ts.Tensor, name string) { one(w, name+".weight", d); one(b, name+".bias", d) }
 	qkv := func(dst **ts.Tensor, kind string, shape ...int64) {
 		s.Stack(dst, n, "self_attn.qkv_proj."+kind, []string{"self_attn.q_proj." + kind, "self_attn.k_proj." + kind,
 			"self_attn.v_proj." + kind}, shape...)
 	}
-	one(&st.norm1W, "layer_norm1.weight", d)
-	one(&st.norm1B, "layer_norm1.bias", d)
+	norm(&st.norm1W, &st.norm1B, "layer_norm1")
 	qkv(&st.qkvW, "weight", d, d)
 	qkv(&st.qkvB, "bias", d)
-	one(&st.outW, "self_attn.out_proj.weight", d, d)
-	one(&st.outB, "self_attn.out_proj.bias", d)
-	one(&st.norm2W, "layer_norm2.weight", d)
-	one(&st.norm2B, "layer_norm2.bias", d)
-	one(&st.fc1W, "mlp.fc1.weight", i, d)
-	one(&st.fc1B, "mlp.fc1.bias", i)
-	one(&st.fc2W, "mlp.fc2.weight", d, i)
-	one(&st.fc2B, "mlp.fc2.bias", d)
+	linear(&st.outW, &st.outB, "self_attn.out_proj", d, d)
+	norm(&st.norm2W, &st.norm2B, "layer_norm2")
+	linear(&st.fc1W, &st.fc1B, "mlp.fc1", i, d)
+	linear(&st.fc2W, &st.fc2B, "mlp.fc2", d, i)
 }
