@@ -42,6 +42,7 @@ import (
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/gotchutil"
+	"github.com/sdsafety/safety/internal/testbuild"
 )
 
 // flopsPerImage is the ViT-L/14 safety checker's cost per 224×224 image (multiply-adds counted twice).
@@ -748,11 +749,11 @@ func TestCUDAFloat16NonFinite(t *testing.T) {
 	overflow := newTinyModel(t)
 	for _, name := range []string{"encoder.layers.0.mlp.fc1.weight", "encoder.layers.0.mlp.fc2.weight"} {
 		x := overflow.find(t, name)
-		v := make([]float32, len(x.data)/4)
+		v := make([]float32, len(x.Data)/4)
 		for i := range v {
 			v[i] = 200 * float32(1+i%3)
 		}
-		x.data = float32LE(v)
+		x.Data = testbuild.Float32LE(v)
 	}
 	withValue := func(v float32) []float32 {
 		p := slices.Clone(img)

@@ -3,6 +3,7 @@ package safety
 import (
 	"errors"
 
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -13,7 +14,7 @@ var (
 	// is never reported as safe.
 	ErrNonFinite = errors.New("safety: non-finite model output")
 	// ErrCheckpoint means the model directory, its config or its weights are unusable.
-	ErrCheckpoint = errors.New("safety: bad checkpoint")
+	ErrCheckpoint = clip.ErrCheckpoint
 	// ErrInvalidOption is returned by Load for an out-of-range option.
 	ErrInvalidOption = errors.New("safety: invalid option")
 	// ErrInvalidInput is returned for inputs of the wrong shape, type or range.

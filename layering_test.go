@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -41,7 +42,7 @@ var commandSide = []string{"internal/cmdutil", "internal/benchutil"}
 // internal package importing the root package, or library code importing the test builders.
 func importViolations(files map[string]*ast.File) []string {
 	var out []string
-	for _, path := range sortedKeys(files) {
+	for _, path := range slices.Sorted(maps.Keys(files)) {
 		dir := filepath.ToSlash(filepath.Dir(path))
 		allowed, ruled := layerRules[dir]
 		for _, imp := range files[path].Imports {
@@ -74,7 +75,7 @@ func TestImportLayering(t *testing.T) {
 		t.Error(v)
 	}
 	for dir := range layerRules {
-		if !slices.ContainsFunc(sortedKeys(files), func(p string) bool { return filepath.ToSlash(filepath.Dir(p)) == dir }) {
+		if !slices.ContainsFunc(slices.Sorted(maps.Keys(files)), func(p string) bool { return filepath.ToSlash(filepath.Dir(p)) == dir }) {
 			t.Errorf("layer rule for %s matches no library file", dir)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,7 +223,7 @@ func TestNoExitFromLibraryCode(t *testing.T) {
 	fset := token.NewFileSet()
 	files := parseFiles(t, fset, libraryFiles(t))
 	own := ownMethods(t, fset, files)
-	for _, path := range sortedKeys(files) {
+	for _, path := range slices.Sorted(maps.Keys(files)) {
 		for _, v := range exitCalls(fset, files[path], nil, own) {
 			t.Error(v)
 		}
@@ -460,7 +461,7 @@ func TestNoHiddenExitThroughGotch(t *testing.T) {
 	}
 	fatal := gotchFatalSet(t, used)
 	own := ownMethods(t, fset, files)
-	for _, path := range sortedKeys(files) {
+	for _, path := range slices.Sorted(maps.Keys(files)) {
 		for _, v := range exitCalls(fset, files[path], fatal, own) {
 			t.Error(v)
 		}

@@ -1,12 +1,10 @@
 package safety
 
-// Reliability tests, checkpoints: the tiny-model builder and safetensors/torch-zip writers, and
+// Reliability tests, checkpoints: the tiny model (a testbuild.Model from the vision key spec), and
 // every malformed checkpoint Load must refuse.
 // docs/reliability.md lists every case with what happens.
 
 import (
-	"archive/zip"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -15,7 +13,6 @@ import (
 	"image"
 	"image/color"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,43 +25,23 @@ import (
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
-// stTensor is one tensor of a test safetensors file.
-type stTensor struct {
-	name  string
-	dtype string // safetensors spelling: F32, F16, ...
-	shape []int64
-	data  []byte
-}
-
-// encodeSafetensors is testbuild.Safetensors for the tests' tensors.
-func encodeSafetensors(t testing.TB, tensors []stTensor, edit func(hdr map[string]map[string]any)) []byte {
+// encodeSafetensors is testbuild.Safetensors, failing the test on error.
+func encodeSafetensors(t testing.TB, tensors []testbuild.Tensor, edit func(hdr map[string]map[string]any)) []byte {
 	t.Helper()
-	tb := make([]testbuild.Tensor, len(tensors))
-	for i, x := range tensors {
-		tb[i] = testbuild.Tensor{Name: x.name, DType: x.dtype, Shape: x.shape, Data: x.data}
-	}
-	b, err := testbuild.Safetensors(tb, edit)
+	b, err := testbuild.Safetensors(tensors, edit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-func float32LE(v []float32) []byte {
-	out := make([]byte, 0, 4*len(v))
-	for _, x := range v {
-		out = binary.LittleEndian.AppendUint32(out, math.Float32bits(x))
-	}
-	return out
-}
-
 // tinyModel is a small, valid safety checker (hidden 8, one layer, 224×224 input with 32-pixel
-// patches, projection 4, 17 + 3 concepts) with deterministic random weights. Tests change it and
-// write it out with write.
+// patches, projection 4, 17 + 3 concepts) with deterministic random weights: a testbuild.Model whose
+// keys come from the vision tower's key spec (clip.VisionKeys) and the concept head. Tests change it
+// and write it out with write.
 type tinyModel struct {
-	config  map[string]any
-	vision  map[string]any // config["vision_config"]
-	tensors []stTensor
+	*testbuild.Model
+	vision map[string]any // Config["vision_config"]
 }
 
 func newTinyModel(t testing.TB) *tinyModel {
@@ -73,8 +50,8 @@ func newTinyModel(t testing.TB) *tinyModel {
 		"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
 		"patch_size": 32, "image_size": 224, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
 	}
-	m := &tinyModel{config: map[string]any{"model_type": "clip", "projection_dim": 4, "vision_config": vision}, vision: vision}
-	raw, err := json.Marshal(m.config)
+	config := map[string]any{"model_type": "clip", "projection_dim": 4, "vision_config": vision}
+	raw, err := json.Marshal(config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,80 +59,46 @@ func newTinyModel(t testing.TB) *tinyModel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shapes := visionKeys(cfg, visionPrefix)
+	shapes := clip.VisionKeys(cfg, clip.VisionPrefix)
 	shapes[keyConceptEmbeds] = []int64{17, 4}
 	shapes[keyConceptThresholds] = []int64{17}
 	shapes[keySpecialEmbeds] = []int64{3, 4}
 	shapes[keySpecialThresholds] = []int64{3}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, name := range sortedKeys(shapes) {
-		shape := shapes[name]
-		n := 1
-		for _, d := range shape {
-			n *= int(d)
-		}
-		v := make([]float32, n)
-		for i := range v {
-			switch {
-			case strings.HasSuffix(name, "_weights"): // concept thresholds
-				v[i] = 0.3
-			case strings.Contains(name, "norm") && strings.HasSuffix(name, ".weight"):
-				v[i] = 1
-			case strings.HasSuffix(name, ".bias"):
-				v[i] = 0
-			default:
-				v[i] = float32(rng.NormFloat64() * 0.2)
-			}
-		}
-		m.tensors = append(m.tensors, stTensor{name, "F32", shape, float32LE(v)})
-	}
-	return m
+	return &tinyModel{Model: testbuild.RandomModel(config, shapes, 1), vision: vision}
 }
 
 // find returns the tensor called name (a key without prefix is looked up under the vision prefix).
-func (m *tinyModel) find(t testing.TB, name string) *stTensor {
+func (m *tinyModel) find(t testing.TB, name string) *testbuild.Tensor {
 	t.Helper()
-	for i := range m.tensors {
-		if m.tensors[i].name == name || m.tensors[i].name == visionPrefix+name {
-			return &m.tensors[i]
-		}
+	x := m.Find(name)
+	if x == nil {
+		t.Fatalf("tiny model has no tensor %q", name)
 	}
-	t.Fatalf("tiny model has no tensor %q", name)
-	return nil
+	return x
 }
 
 func (m *tinyModel) remove(t testing.TB, name string) {
 	t.Helper()
-	x := m.find(t, name)
-	for i := range m.tensors {
-		if &m.tensors[i] == x {
-			m.tensors = append(m.tensors[:i], m.tensors[i+1:]...)
-			return
-		}
+	if !m.Remove(name) {
+		t.Fatalf("tiny model has no tensor %q", name)
 	}
 }
 
 // fill sets every element of a float32 tensor to v.
 func (m *tinyModel) fill(t testing.TB, name string, v float32) {
 	t.Helper()
-	x := m.find(t, name)
-	vals := make([]float32, len(x.data)/4)
-	for i := range vals {
-		vals[i] = v
+	if !m.Fill(name, v) {
+		t.Fatalf("tiny model has no tensor %q", name)
 	}
-	x.data = float32LE(vals)
 }
 
 // write writes config.json and model.safetensors into a new directory and returns it.
 func (m *tinyModel) write(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, err := json.MarshalIndent(m.config, "", "  ")
-	if err != nil {
+	if err := m.Write(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	writeModelFile(t, filepath.Join(dir, "config.json"), cfg)
-	writeModelFile(t, filepath.Join(dir, checkpoint.SafetensorsName), encodeSafetensors(t, m.tensors, nil))
 	return dir
 }
 
@@ -166,27 +109,14 @@ func writeModelFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-// torchArchive returns a zip laid out like torch.save's: archive/data.pkl, byteorder, version.
+// torchArchive is testbuild.TorchArchive without storages, failing the test on error.
 func torchArchive(t testing.TB, pkl []byte) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w := zip.NewWriter(&buf)
-	for _, r := range []struct {
-		name string
-		data []byte
-	}{{"archive/data.pkl", pkl}, {"archive/byteorder", []byte("little")}, {"archive/version", []byte("3\n")}} {
-		f, err := w.CreateHeader(&zip.FileHeader{Name: r.name, Method: zip.Store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(r.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
+	b, err := testbuild.TorchArchive(pkl, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
 // TestTinyModelLoads is the control for the malformed-checkpoint cases: the unmodified tiny model
@@ -225,7 +155,7 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 	}
 	editHeader := func(edit func(hdr map[string]map[string]any)) func(t *testing.T, m *tinyModel, dir string) {
 		return func(t *testing.T, m *tinyModel, dir string) {
-			writeModelFile(t, filepath.Join(dir, checkpoint.SafetensorsName), encodeSafetensors(t, m.tensors, edit))
+			writeModelFile(t, filepath.Join(dir, checkpoint.SafetensorsName), encodeSafetensors(t, m.Tensors, edit))
 		}
 	}
 	f16NaN := func(n int) []byte {
@@ -250,7 +180,7 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 		}, want: []string{"invalid config"}},
 		{name: "unknown activation", model: func(t *testing.T, m *tinyModel) { m.vision["hidden_act"] = "swish42" },
 			want: []string{"hidden_act", "swish42"}},
-		{name: "config does not match weights", model: func(t *testing.T, m *tinyModel) { m.config["projection_dim"] = 5 },
+		{name: "config does not match weights", model: func(t *testing.T, m *tinyModel) { m.Config["projection_dim"] = 5 },
 			want: []string{"visual_projection.weight", "[4 8]", "[5 8]"}},
 		{name: "preprocessor_config.json not JSON", files: func(t *testing.T, dir string) {
 			writeModelFile(t, filepath.Join(dir, "preprocessor_config.json"), []byte("\x00\x01"))
@@ -292,34 +222,34 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 			writeModelFile(t, p, b)
 		}, want: []string{"exceeds the limit"}},
 		{name: "overlapping offsets", raw: editHeader(func(hdr map[string]map[string]any) {
-			hdr[visionPrefix+"post_layernorm.bias"]["data_offsets"] = hdr[visionPrefix+"pre_layrnorm.bias"]["data_offsets"]
+			hdr[clip.VisionPrefix+"post_layernorm.bias"]["data_offsets"] = hdr[clip.VisionPrefix+"pre_layrnorm.bias"]["data_offsets"]
 		}), want: []string{"overlap"}},
 		{name: "unknown dtype", raw: editHeader(func(hdr map[string]map[string]any) {
-			hdr[visionPrefix+"pre_layrnorm.bias"]["dtype"] = "F7"
+			hdr[clip.VisionPrefix+"pre_layrnorm.bias"]["dtype"] = "F7"
 		}), want: []string{`"F7"`, "pre_layrnorm.bias"}},
-		{name: "integer weight", model: func(t *testing.T, m *tinyModel) { m.find(t, "pre_layrnorm.bias").dtype = "I32" },
+		{name: "integer weight", model: func(t *testing.T, m *tinyModel) { m.find(t, "pre_layrnorm.bias").DType = "I32" },
 			want: []string{"pre_layrnorm.bias", "want a float type"}},
 		{name: "missing key", model: func(t *testing.T, m *tinyModel) { m.remove(t, fc1) },
 			want: []string{"missing tensor", fc1}},
 		{name: "missing concept head", model: func(t *testing.T, m *tinyModel) { m.remove(t, keySpecialThresholds) },
 			want: []string{"missing tensor", keySpecialThresholds}},
 		{name: "extra key", model: func(t *testing.T, m *tinyModel) {
-			m.tensors = append(m.tensors, stTensor{visionPrefix + "encoder.layers.7.mlp.fc1.weight", "F32", []int64{1}, float32LE([]float32{1})})
+			m.Tensors = append(m.Tensors, testbuild.Tensor{Name: clip.VisionPrefix + "encoder.layers.7.mlp.fc1.weight", DType: "F32", Shape: []int64{1}, Data: testbuild.Float32LE([]float32{1})})
 		}, want: []string{"unexpected tensor", "encoder.layers.7.mlp.fc1.weight"}},
-		{name: "wrong shape", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).shape = []int64{8, 16} },
+		{name: "wrong shape", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).Shape = []int64{8, 16} },
 			want: []string{fc1, "[8 16]", "[16 8]"}},
-		{name: "wrong rank", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).shape = []int64{128} },
+		{name: "wrong rank", model: func(t *testing.T, m *tinyModel) { m.find(t, fc1).Shape = []int64{128} },
 			want: []string{fc1, "[128]", "[16 8]"}},
 		{name: "NaN weight", model: func(t *testing.T, m *tinyModel) {
 			x := m.find(t, fc1)
-			binary.LittleEndian.PutUint32(x.data[4*5:], math.Float32bits(float32(math.NaN())))
+			binary.LittleEndian.PutUint32(x.Data[4*5:], math.Float32bits(float32(math.NaN())))
 		}, want: []string{fc1, "element 5", "NaN"}},
 		{name: "Inf weight", model: func(t *testing.T, m *tinyModel) {
 			m.fill(t, "post_layernorm.weight", float32(math.Inf(-1)))
 		}, want: []string{"post_layernorm.weight", "element 0", "-Inf"}},
 		{name: "NaN float16 weight", model: func(t *testing.T, m *tinyModel) {
 			x := m.find(t, "embeddings.class_embedding")
-			x.dtype, x.data = "F16", f16NaN(8)
+			x.DType, x.Data = "F16", f16NaN(8)
 		}, want: []string{"embeddings.class_embedding", "element 3", "NaN"}},
 		{name: "NaN concept threshold", model: func(t *testing.T, m *tinyModel) {
 			m.fill(t, keyConceptThresholds, float32(math.NaN()))

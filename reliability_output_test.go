@@ -10,6 +10,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/sdsafety/safety/internal/testbuild"
 )
 
 // ---- non-finite model output ---------------------------------------------------------------------
@@ -27,11 +29,11 @@ func TestNonFiniteOutputIsAnError(t *testing.T) {
 		return func(t *testing.T, m *tinyModel) {
 			for _, name := range []string{"encoder.layers.0.mlp.fc1.weight", "encoder.layers.0.mlp.fc2.weight"} {
 				x := m.find(t, name)
-				v := make([]float32, len(x.data)/4)
+				v := make([]float32, len(x.Data)/4)
 				for i := range v {
 					v[i] = scale * float32(1+i%3)
 				}
-				x.data = float32LE(v)
+				x.Data = testbuild.Float32LE(v)
 			}
 		}
 	}

@@ -52,7 +52,7 @@ type Result struct {
 // every tensor; afterwards all methods return [ErrClosed].
 type Checker struct {
 	rt       *gotchutil.Runtime // the model thread and the tensors the checker owns
-	tower    *visionTower
+	tower    *clip.VisionTransformer
 	concepts *Concepts
 	custom   customConcepts // custom concepts and their text encoder (custom_concepts.go)
 	batcher  *batcher       // dynamic batching (batcher.go); nil when off
@@ -120,19 +120,15 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
-// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+// load runs on the worker thread: it loads the vision tower and the concept head of ck placed as p.
 func (c *Checker) load(p placement, cfg clip.Config, ck checkpoint.Checkpoint) error {
 	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
-	w, concepts, prefix, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype)
+	tower, concepts, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype, c.info.SDPA)
 	if err != nil {
 		return err
 	}
-	c.concepts = concepts
+	c.tower, c.concepts = tower, concepts
 	c.info.Concepts, c.info.SpecialConcept = len(concepts.Thresholds), len(concepts.SpecialThresholds)
-	c.tower = newVisionTower(&c.rt.Owned, cfg, w, prefix, c.info.SDPA)
-	if err := c.rt.Owned.Err(); err != nil {
-		return fmt.Errorf("safety: assemble vision tower: %w", err)
-	}
 	return nil
 }
 
@@ -268,7 +264,7 @@ func (c *Checker) forward(ctx context.Context, pixels []float32, b int) (pooled,
 // pixels: [b, 3, S, S], any float dtype, any device → pooled [b·D], embeds [b·P] (float32, host).
 func (c *Checker) forwardTensor(ctx context.Context, t *gotchutil.Tape, pixels *ts.Tensor) (pooled, embeds []float32, err error) {
 	x := t.ToDevice(pixels, c.device, c.dtype)
-	pooledT, embedsT := c.tower.forward(ctx, t, x)
+	pooledT, embedsT := c.tower.Forward(ctx, t, x)
 	if err := t.Err(); err != nil {
 		return nil, nil, err
 	}

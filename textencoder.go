@@ -33,7 +33,7 @@ var (
 // releases its tensors; afterwards its methods return [ErrClosed].
 type TextEncoder struct {
 	rt    *gotchutil.Runtime // the model thread and the tensors the encoder owns
-	tower *textTower
+	tower *clip.TextTransformer
 	tok   *cliptok.Tokenizer
 	info  TextInfo
 	opts  options
@@ -137,21 +137,18 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 	return e, nil
 }
 
-// load runs on the worker thread: it loads the weights of ck placed as p and assembles the tower.
+// load runs on the worker thread: it loads the text tower of ck placed as p.
 func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.Checkpoint) error {
 	device, dtype := p.device, p.dtype
 	e.info.Device, e.info.SDPA = p.where, p.sdpa
-	w, prefix, projected, err := loadTextWeights(&e.rt.Owned, ck, cfg, device, dtype)
+	tower, projected, err := clip.LoadText(&e.rt.Owned, ck, cfg, device, dtype, e.info.SDPA)
 	if err != nil {
 		return err
 	}
 	if projected {
 		e.info.ProjectionDim = cfg.ProjectionDim
 	}
-	e.tower = newTextTower(&e.rt.Owned, cfg.Text, w, prefix, e.info.SDPA, device)
-	if err := e.rt.Owned.Err(); err != nil {
-		return fmt.Errorf("safety: assemble text tower: %w", err)
-	}
+	e.tower = tower
 	return nil
 }
 
@@ -222,12 +219,12 @@ func (e *TextEncoder) EmbedTexts(ctx context.Context, texts []string) ([]TextEmb
 			ids[i] = row
 			flat = append(flat, row...)
 		}
-		pool := poolPositions(ids, e.info.Text.EOSTokenID)
+		pool := clip.PoolPositions(ids, e.info.Text.EOSTokenID)
 		var pooled, embeds []float32
 		err := e.rt.Run(func() error {
 			var t gotchutil.Tape
 			defer t.Release()
-			pt, et := e.tower.forward(ctx, &t, t.Int64(flat, b, n), b, n, pool)
+			pt, et := e.tower.Forward(ctx, &t, t.Int64(flat, b, n), b, n, pool)
 			if err := t.Err(); err != nil {
 				return err
 			}

@@ -217,20 +217,6 @@ func TestTextEncoderPoolingRules(t *testing.T) {
 	}
 }
 
-func TestPoolPositions(t *testing.T) {
-	ids := [][]int64{{49406, 320, 49407, 49407}, {49406, 269, 320, 269}, {5, 9, 9, 1}}
-	if got := poolPositions(ids, 49407); !slices.Equal(got, []int64{2, 0, 0}) {
-		t.Errorf("eos 49407: %v", got)
-	}
-	// argmax: the first largest id
-	if got := poolPositions(ids, 2); !slices.Equal(got, []int64{2, 0, 1}) {
-		t.Errorf("eos 2 (argmax): %v", got)
-	}
-	if got := poolPositions(ids, 269); !slices.Equal(got, []int64{0, 1, 0}) {
-		t.Errorf("eos 269: %v", got)
-	}
-}
-
 // writeSafetensors writes tensors (name → checkpoint tensor) as a safetensors file.
 func writeSafetensors(t *testing.T, path string, tensors map[string]checkpoint.Tensor) {
 	t.Helper()

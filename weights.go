@@ -1,17 +1,9 @@
 package safety
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/sugarme/gotch"
-	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/clip"
@@ -26,30 +18,11 @@ const (
 	keySpecialThresholds = "special_care_embeds_weights"
 )
 
-// ignoredKeys are buffers the published checkpoints carry and the model does not use.
-var ignoredKeys = map[string]bool{
-	visionPrefix + "embeddings.position_ids":     true,
-	flatVisionPrefix + "embeddings.position_ids": true,
-}
-
-// loadWeights validates the checkpoint against cfg and loads the vision weights one tensor at a time
-// onto device in dtype (so peak host memory stays near one copy of the weights), and the concept
-// head into host float32. Tensors it creates are recorded on t.
-// It returns the weights — by checkpoint key, except the encoder layers' weights, which are stacked
-// over the layers under clip.StackKey (see clip.Groups) — the concepts, and the key prefix of the vision
-// tower.
-func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
-	device gotch.Device, dtype gotch.DType) (map[string]*ts.Tensor, *Concepts, string, error) {
-	prefix := visionPrefix
-	if _, nested := ck.Info(visionPrefix + "embeddings.class_embedding"); !nested {
-		if _, flat := ck.Info(flatVisionPrefix + "embeddings.class_embedding"); flat {
-			prefix = flatVisionPrefix
-		}
-	}
-	if err := checkLayerCount(ck, prefix, cfg.Vision.NumHiddenLayers); err != nil {
-		return nil, nil, "", err
-	}
-	want := visionKeys(cfg, prefix)
+// loadWeights validates the checkpoint against cfg, loads the vision tower onto device in dtype
+// (clip.LoadVision, which validates the concept head's keys and shapes with the tower's) and the
+// concept head into host float32. Tensors it creates are recorded on t. sdpa selects the attention.
+func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config, device gotch.Device, dtype gotch.DType,
+	sdpa bool) (*clip.VisionTransformer, *Concepts, error) {
 	p := int64(cfg.ProjectionDim)
 
 	// Concept counts come from the checkpoint (17 and 3 in the published model).
@@ -66,37 +39,25 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		keySpecialEmbeds:     {nSpecial, p},
 		keySpecialThresholds: {nSpecial},
 	}
-
-	problems := checkKeys(ck, func(name string) bool { return !ignoredKeys[name] }, want, head)
-	if err := keysError(ck, problems); err != nil {
-		return nil, nil, "", err
-	}
-
-	groups := clip.Groups(cfg.Vision.NumHiddenLayers, prefix, want)
-	w := make(map[string]*ts.Tensor, len(groups))
-	for _, g := range groups {
-		x, err := loadGroup(ck, g, device, dtype)
-		if err != nil {
-			return nil, nil, "", err
-		}
-		t.Record(g.Key, x, nil)
-		w[g.Key] = x
+	tower, err := clip.LoadVision(t, ck, cfg, device, dtype, sdpa, head)
+	if err != nil {
+		return nil, nil, err
 	}
 
 	host := map[string][]float32{}
 	for name := range head {
-		tn, err := guardedTensor(ck, name)
+		tn, err := clip.GuardedTensor(ck, name)
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
 		var v []float32
 		err = checkpoint.GuardFault(ck.Path(), func() (err error) { v, err = tn.Float32(); return err })
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrCheckpoint, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 		}
 		for i, x := range v {
 			if !finite32(x) {
-				return nil, nil, "", fmt.Errorf("%w: %s: tensor %q element %d is %v", ErrCheckpoint, ck.Path(), name, i, x)
+				return nil, nil, fmt.Errorf("%w: %s: tensor %q element %d is %v", ErrCheckpoint, ck.Path(), name, i, x)
 			}
 		}
 		host[name] = v
@@ -105,7 +66,7 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		for k, row := range rows(host[name], int(p)) {
 			if _, err := vectorNorm(row); err != nil {
 				// A zero (or overflowing) concept embedding has cosine 0 with every image.
-				return nil, nil, "", fmt.Errorf("%w: %s: tensor %q row %d: %v", ErrCheckpoint, ck.Path(), name, k, err)
+				return nil, nil, fmt.Errorf("%w: %s: tensor %q row %d: %v", ErrCheckpoint, ck.Path(), name, k, err)
 			}
 		}
 	}
@@ -115,315 +76,5 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config,
 		SpecialEmbeds:     rows(host[keySpecialEmbeds], int(p)),
 		SpecialThresholds: host[keySpecialThresholds],
 	}
-	return w, concepts, prefix, nil
-}
-
-// checkKeys compares ck with the wanted keys and shapes (each map in turn, keys in sorted order):
-// every wanted tensor must be there with its shape and a float dtype, and every tensor of ck that
-// belongs to the model (belongs(name)) and is not wanted is unexpected. It returns the problems found.
-func checkKeys(ck checkpoint.Checkpoint, belongs func(name string) bool, want ...map[string][]int64) []string {
-	var problems []string
-	for _, name := range ck.Names() {
-		wanted := false
-		for _, m := range want {
-			if _, ok := m[name]; ok {
-				wanted = true
-				break
-			}
-		}
-		if !wanted && belongs(name) {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q", name))
-		}
-	}
-	for _, m := range want {
-		for _, name := range sortedKeys(m) {
-			shape := m[name]
-			info, ok := ck.Info(name)
-			switch {
-			case !ok:
-				problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", name, shape))
-			case !slices.Equal(info.Shape, shape):
-				problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", name, info.Shape, shape))
-			case !info.DType.IsFloat():
-				problems = append(problems, fmt.Sprintf("tensor %q has dtype %s, want a float type", name, info.DType))
-			}
-		}
-	}
-	return problems
-}
-
-// keysError is the ErrCheckpoint error listing problems (at most 8 of them, then a count), nil when
-// there are none.
-func keysError(ck checkpoint.Checkpoint, problems []string) error {
-	if len(problems) == 0 {
-		return nil
-	}
-	if len(problems) > 8 {
-		problems = append(problems[:8], fmt.Sprintf("and %d more", len(problems)-8))
-	}
-	return fmt.Errorf("%w: %s: %s", ErrCheckpoint, ck.Path(), strings.Join(problems, "; "))
-}
-
-// checkLayerCount compares the number of encoder layers config.json declares with the layers the
-// checkpoint holds under prefix+"encoder.layers.N.", before any per-layer key is listed: a config
-// declaring more layers than the checkpoint has is refused here with one line, not after listing
-// every missing key of every layer. (A checkpoint with extra layers is left to the key check, which
-// names the unexpected tensors.)
-func checkLayerCount(ck checkpoint.Checkpoint, prefix string, declared int) error {
-	layers := map[int]bool{}
-	for _, name := range ck.Names() {
-		rest, ok := strings.CutPrefix(name, prefix+"encoder.layers.")
-		if !ok {
-			continue
-		}
-		num, _, _ := strings.Cut(rest, ".")
-		if l, err := strconv.Atoi(num); err == nil && l >= 0 && strconv.Itoa(l) == num {
-			layers[l] = true
-		}
-	}
-	if len(layers) < declared { // more layers than declared: the key check names the unexpected tensors
-		return fmt.Errorf("%w: %s: config.json declares %d encoder layers, the checkpoint holds %d (%sencoder.layers.N)",
-			ErrCheckpoint, ck.Path(), declared, len(layers), prefix)
-	}
-	return nil
-}
-
-// loadGroup makes the tensor of g on device in dtype, refusing any NaN or Inf element. On the CPU in
-// the checkpoint's dtype, the parts' bytes go straight from the checkpoint into the new tensor — a
-// single copy, in parallel chunks that are checked as they are copied, after which the file's pages
-// are released. Otherwise each part is staged in its own dtype and converted by libtorch into the
-// group's CPU tensor (one part's staging at a time), which then moves to device.
-func loadGroup(ck checkpoint.Checkpoint, g clip.Group, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
-	tns := make([]checkpoint.Tensor, len(g.Parts))
-	direct := device == gotch.CPU
-	for i, name := range g.Parts {
-		tn, err := guardedTensor(ck, name)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-		}
-		src, err := torchDType(tn.DType)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: tensor %q: %v", ErrCheckpoint, ck.Path(), name, err)
-		}
-		direct = direct && src == dtype
-		tns[i] = tn
-	}
-	var t gotchutil.Tape
-	x, buf, err := gotchutil.EmptyCPU(dtype, g.Shape...)
-	if x = t.Record("load "+g.Key, x, err); x != nil {
-		if direct {
-			t.Fail("load", copyChecked(ck, tns, buf))
-		} else {
-			off := 0
-			for _, tn := range tns {
-				n, err := convertPart(ck, tn, dtype, buf[off:])
-				t.Fail("load", err)
-				if err != nil {
-					break
-				}
-				off += n
-			}
-			if t.Ok() && off != len(buf) {
-				t.Fail("load", fmt.Errorf("%d bytes converted for a tensor of %d", off, len(buf)))
-			}
-		}
-	}
-	y := t.ToDevice(x, device, dtype)
-	if err := t.Err(); err != nil {
-		t.Release()
-		return nil, unwrapLoad(err)
-	}
-	t.Release(y)
-	return y, nil
-}
-
-// convertPart stages one checkpoint tensor in a CPU tensor of its own dtype (checking it), converts it
-// to dtype and copies the result into dst; it returns the number of bytes written.
-func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DType, dst []byte) (int, error) {
-	src, err := torchDType(tn.DType)
-	if err != nil {
-		return 0, err
-	}
-	numel := int64(len(tn.Data) / tn.DType.Size())
-	if numel == 0 {
-		return 0, nil
-	}
-	var t gotchutil.Tape
-	defer t.Release()
-	x, buf, err := gotchutil.EmptyCPU(src, numel)
-	if x = t.Record("load "+tn.Name, x, err); x == nil {
-		return 0, t.Err()
-	}
-	if err := copyChecked(ck, []checkpoint.Tensor{tn}, buf); err != nil {
-		return 0, err
-	}
-	y := t.ToDType(x, dtype) // 1-D: contiguous
-	if err := t.Err(); err != nil {
-		return 0, err
-	}
-	b, err := gotchutil.HostBytes(y)
-	if err != nil {
-		return 0, err
-	}
-	// A finite value can overflow the narrower dtype (a float64 weight of 1e300 in float32, a float32
-	// one of 1e5 in float16): check what was converted, not only what was read.
-	to := checkpointDType(dtype)
-	if i := checkpoint.FirstNonFinite(checkpoint.Tensor{DType: to, Data: b}); i >= 0 {
-		return 0, errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d (%s) is %s in %s: it overflows the compute dtype",
-			ErrCheckpoint, ck.Path(), tn.Name, i, tn.DType, checkpoint.NonFiniteName(to, b[i*to.Size():]), to)}
-	}
-	if len(b) > len(dst) {
-		return 0, fmt.Errorf("tensor %q: %d converted bytes, %d left in the destination", tn.Name, len(b), len(dst))
-	}
-	return copy(dst, b), nil
-}
-
-// loadTensor copies one checkpoint tensor into libtorch, converts it to dtype and moves it to device
-// (loadGroup with a single part).
-func loadTensor(ck checkpoint.Checkpoint, name string, device gotch.Device, dtype gotch.DType) (*ts.Tensor, error) {
-	info, ok := ck.Info(name)
-	if !ok {
-		_, err := ck.Tensor(name) // the checkpoint's own not-found error
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
-	}
-	return loadGroup(ck, clip.Group{Key: name, Parts: []string{name}, Shape: info.Shape}, device, dtype)
-}
-
-// guardedTensor is ck.Tensor with memory faults on the mapped file turned into errors (a torch
-// record's CRC is checked on first access, reading the mapping).
-func guardedTensor(ck checkpoint.Checkpoint, name string) (tn checkpoint.Tensor, err error) {
-	err = checkpoint.GuardFault(ck.Path(), func() (err error) { tn, err = ck.Tensor(name); return err })
-	return tn, err
-}
-
-// errNonFiniteWeight carries copyChecked's error through the tape unchanged.
-type errNonFiniteWeight struct{ err error }
-
-func (e errNonFiniteWeight) Error() string { return e.err.Error() }
-func (e errNonFiniteWeight) Unwrap() error { return e.err }
-
-// unwrapLoad returns copyChecked's own error when the tape holds one, else err.
-func unwrapLoad(err error) error {
-	var nf errNonFiniteWeight
-	if errors.As(err, &nf) {
-		return nf.err
-	}
-	return err
-}
-
-// loadChunk is the size of the pieces copyChecked checks and copies: small enough to stay in the
-// CPU's L2 cache between the check and the copy, large enough to keep the goroutines busy.
-const loadChunk = 1 << 20
-
-// copyChecked copies the data of tns, back to back, into dst (len(dst) = their total size), on up to
-// GOMAXPROCS goroutines, and checks every element for NaN and ±Inf on the way. Pages of the
-// checkpoint's mapping that have been copied are released from the resident set. The error names the
-// first non-finite element (tensor and index), as the reference's loader would see it first.
-func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) error {
-	type chunk struct {
-		part     int
-		src, dst []byte
-		first    int // index of the chunk's first element in its tensor
-		bad      int // index of the first non-finite element in the chunk, or -1
-	}
-	var chunks []chunk
-	off := 0
-	for i, tn := range tns {
-		size := tn.DType.Size()
-		step := loadChunk / size * size
-		for c := 0; c < len(tn.Data); c += step {
-			n := min(step, len(tn.Data)-c)
-			chunks = append(chunks, chunk{part: i, src: tn.Data[c : c+n], dst: dst[off+c : off+c+n], first: c / size})
-		}
-		off += len(tn.Data)
-	}
-	if off != len(dst) {
-		return fmt.Errorf("%w: %s: %d bytes of data for a tensor of %d", ErrCheckpoint, ck.Path(), off, len(dst))
-	}
-	release := func([]byte) {}
-	if r, ok := ck.(checkpoint.PageReleaser); ok {
-		release = r.ReleasePages
-	}
-	var faults sync.Map // chunk index → error: a fault reading the mapping (file truncated under us)
-	work := func(i int) {
-		c := &chunks[i]
-		err := checkpoint.GuardFault(ck.Path(), func() error {
-			c.bad = checkpoint.FirstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
-			checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
-			copy(c.dst, c.src)
-			release(c.src)
-			return nil
-		})
-		if err != nil {
-			faults.Store(i, err)
-		}
-	}
-	if workers := min(runtime.GOMAXPROCS(0), len(chunks)); workers <= 1 {
-		for i := range chunks {
-			work(i)
-		}
-	} else {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Go(func() {
-				for i := next.Add(1) - 1; i < int64(len(chunks)); i = next.Add(1) - 1 {
-					work(int(i))
-				}
-			})
-		}
-		wg.Wait()
-	}
-	var fault error
-	faults.Range(func(_, v any) bool { fault = v.(error); return false })
-	if fault != nil {
-		return fmt.Errorf("%w: %w", ErrCheckpoint, fault)
-	}
-	for _, c := range chunks {
-		if c.bad >= 0 {
-			tn := tns[c.part]
-			size := tn.DType.Size()
-			return errNonFiniteWeight{fmt.Errorf("%w: %s: tensor %q element %d is %s", ErrCheckpoint, ck.Path(), tn.Name,
-				c.first+c.bad, checkpoint.NonFiniteName(tn.DType, c.src[c.bad*size:]))}
-		}
-	}
-	return nil
-}
-
-// checkpointDType is the inverse of torchDType (checkpoint.DType("") for other dtypes).
-func checkpointDType(d gotch.DType) checkpoint.DType {
-	switch d {
-	case gotch.Float:
-		return checkpoint.F32
-	case gotch.Half:
-		return checkpoint.F16
-	case gotch.BFloat16:
-		return checkpoint.BF16
-	case gotch.Double:
-		return checkpoint.F64
-	}
-	return ""
-}
-
-func torchDType(d checkpoint.DType) (gotch.DType, error) {
-	switch d {
-	case checkpoint.F32:
-		return gotch.Float, nil
-	case checkpoint.F16:
-		return gotch.Half, nil
-	case checkpoint.BF16:
-		return gotch.BFloat16, nil
-	case checkpoint.F64:
-		return gotch.Double, nil
-	}
-	return gotch.Invalid, fmt.Errorf("dtype %s is not a supported float type", d)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	return tower, concepts, nil
 }

@@ -19,8 +19,8 @@ func TestTorchDeflateBomb(t *testing.T) {
 	t.Run("record larger than its storage", func(t *testing.T) {
 		// The storage declares 4 floats (16 bytes); its deflated record inflates to 64 MiB.
 		arch := buildZip(t,
-			zrec{"archive/data.pkl", tensorPickle(4, 0, []int64{4}, []int64{1}), zip.Store},
-			zrec{"archive/data/0", zeros, zip.Deflate},
+			zrec("archive/data.pkl", tensorPickle(4, 0, []int64{4}, []int64{1}), zip.Store),
+			zrec("archive/data/0", zeros, zip.Deflate),
 		)
 		if len(arch) > 1<<20 {
 			t.Fatalf("the bomb is %d bytes, want a small file", len(arch))
@@ -42,8 +42,8 @@ func TestTorchDeflateBomb(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// The storage really is 64 MiB (16 Mi floats), deflated; the only tensor views 2 of them.
 			arch := buildZip(t,
-				zrec{"archive/data.pkl", tensorPickle(big/4, tc.offset, []int64{2}, []int64{1}), zip.Store},
-				zrec{"archive/data/0", zeros, zip.Deflate},
+				zrec("archive/data.pkl", tensorPickle(big/4, tc.offset, []int64{2}, []int64{1}), zip.Store),
+				zrec("archive/data/0", zeros, zip.Deflate),
 			)
 			f, err := OpenTorch(writeTemp(t, "bomb.bin", arch))
 			if err != nil {

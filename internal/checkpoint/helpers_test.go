@@ -1,14 +1,14 @@
 package checkpoint
 
 import (
-	"archive/zip"
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/sdsafety/safety/internal/testbuild"
 )
 
 // pk builds pickles opcode by opcode, for tests.
@@ -87,39 +87,30 @@ func stateDict(names []string, body func(p *pk, name string)) []byte {
 	return p.op(opSetItems).bytes()
 }
 
-type zrec struct {
-	name   string
-	data   []byte
-	method uint16 // zip.Store or zip.Deflate
+// zrec is a zip member to build: name, data, method (zip.Store or zip.Deflate).
+func zrec(name string, data []byte, method uint16) testbuild.ZipRecord {
+	return testbuild.ZipRecord{Name: name, Data: data, Method: method}
 }
 
-func buildZip(t testing.TB, recs ...zrec) []byte {
+// buildZip is testbuild.Zip, failing the test on error.
+func buildZip(t testing.TB, recs ...testbuild.ZipRecord) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	w := zip.NewWriter(&buf)
-	for _, r := range recs {
-		f, err := w.CreateHeader(&zip.FileHeader{Name: r.name, Method: r.method})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(r.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
+	b, err := testbuild.Zip(recs...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
-// torchZip builds a torch.save-like archive with prefix "archive/".
+// torchZip is testbuild.TorchArchive (a torch.save-like archive with prefix "archive/"), failing the
+// test on error.
 func torchZip(t testing.TB, pkl []byte, storages map[string][]byte) []byte {
-	recs := []zrec{{"archive/data.pkl", pkl, zip.Store}, {"archive/byteorder", []byte("little"), zip.Store}}
-	for k, v := range storages {
-		recs = append(recs, zrec{"archive/data/" + k, v, zip.Store})
+	t.Helper()
+	b, err := testbuild.TorchArchive(pkl, storages)
+	if err != nil {
+		t.Fatal(err)
 	}
-	recs = append(recs, zrec{"archive/version", []byte("3\n"), zip.Store})
-	return buildZip(t, recs...)
+	return b
 }
 
 // stFile builds a safetensors file from a header value (marshalled to JSON) and a data section.

@@ -112,9 +112,9 @@ func TestTorchBuilt(t *testing.T) {
 	p.str("empty").tensor("FloatStorage", "0", 4, 9, []int64{0, 3}, []int64{3, 1})
 	p.op(opSetItems).op(opEmptyDict).str("_metadata").op(opEmptyDict, opSetItem, opBuild)
 	arch := buildZip(t,
-		zrec{"m/data.pkl", p.bytes(), zip.Deflate},
-		zrec{"m/data/0", f32Bytes(1, 2, 3, 4), zip.Store},
-		zrec{"m/data/1", []byte{0x00, 0x3c, 0x00, 0xc0}, zip.Deflate},
+		zrec("m/data.pkl", p.bytes(), zip.Deflate),
+		zrec("m/data/0", f32Bytes(1, 2, 3, 4), zip.Store),
+		zrec("m/data/1", []byte{0x00, 0x3c, 0x00, 0xc0}, zip.Deflate),
 	)
 	c := openT(t, writeTemp(t, "model.pt", arch))
 	f := c.(*TorchFile)
@@ -153,10 +153,10 @@ func TestTorchMalformed(t *testing.T) {
 		{"not a zip", []byte("hello, this is not an archive"), ErrFormat, "not a zip"},
 		{"empty file", nil, ErrFormat, "not a zip"},
 		{"legacy torch.save", []byte{0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'}, ErrUnsupported, "legacy"},
-		{"zip without data.pkl", buildZip(t, zrec{"archive/version", []byte("3\n"), zip.Store}), ErrFormat, "no <name>/data.pkl"},
-		{"data.pkl at top level", buildZip(t, zrec{"data.pkl", good, zip.Store}), ErrFormat, "no <name>/data.pkl"},
-		{"two data.pkl", buildZip(t, zrec{"a/data.pkl", good, zip.Store}, zrec{"b/data.pkl", good, zip.Store}), ErrFormat, "several data.pkl"},
-		{"big-endian", buildZip(t, zrec{"a/data.pkl", good, zip.Store}, zrec{"a/byteorder", []byte("big"), zip.Store}), ErrUnsupported, "byte order"},
+		{"zip without data.pkl", buildZip(t, zrec("archive/version", []byte("3\n"), zip.Store)), ErrFormat, "no <name>/data.pkl"},
+		{"data.pkl at top level", buildZip(t, zrec("data.pkl", good, zip.Store)), ErrFormat, "no <name>/data.pkl"},
+		{"two data.pkl", buildZip(t, zrec("a/data.pkl", good, zip.Store), zrec("b/data.pkl", good, zip.Store)), ErrFormat, "several data.pkl"},
+		{"big-endian", buildZip(t, zrec("a/data.pkl", good, zip.Store), zrec("a/byteorder", []byte("big"), zip.Store)), ErrUnsupported, "byte order"},
 		{"truncated pickle", torchZip(t, good[:len(good)-1], data), ErrFormat, "without STOP"},
 		{"unknown opcode", torchZip(t, []byte{opProto, 2, 0xfe, opStop}, data), ErrFormat, "invalid opcode"},
 		{"stack underflow", torchZip(t, []byte{opProto, 2, opSetItems, opStop}, data), ErrFormat, "no MARK"},

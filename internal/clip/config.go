@@ -282,12 +282,17 @@ func tower[R any, C any, P interface {
 func ParseConfig(data []byte) (Config, error) { return parseConfig("config", data) }
 
 // LoadConfig reads and parses the config.json at path; see [ParseConfig].
-func LoadConfig(path string) (Config, error) {
+func LoadConfig(path string) (Config, error) { return loadFile(path, parseConfig) }
+
+// loadFile reads the config file at path (bounded by fileread.ConfigLimit) and parses it with parse,
+// which names the file in its errors.
+func loadFile[C any](path string, parse func(src string, data []byte) (C, error)) (C, error) {
 	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
 	if err != nil {
-		return Config{}, fmt.Errorf("clip: %w", err)
+		var zero C
+		return zero, fmt.Errorf("clip: %w", err)
 	}
-	return parseConfig(path, data)
+	return parse(path, data)
 }
 
 func parseConfig(src string, data []byte) (Config, error) {
@@ -321,13 +326,7 @@ func parseConfig(src string, data []byte) (Config, error) {
 func ParseTextConfig(data []byte) (TextModelConfig, error) { return parseTextConfig("config", data) }
 
 // LoadTextConfig reads and parses the config.json at path; see [ParseTextConfig].
-func LoadTextConfig(path string) (TextModelConfig, error) {
-	data, err := fileread.ReadFile(path, fileread.ConfigLimit)
-	if err != nil {
-		return TextModelConfig{}, fmt.Errorf("clip: %w", err)
-	}
-	return parseTextConfig(path, data)
-}
+func LoadTextConfig(path string) (TextModelConfig, error) { return loadFile(path, parseTextConfig) }
 
 func parseTextConfig(src string, data []byte) (TextModelConfig, error) {
 	raw, err := parseRaw(src, data)

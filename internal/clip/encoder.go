@@ -34,7 +34,7 @@ type Encoder struct {
 }
 
 // LayerStack holds each kind of encoder-layer weight of all L layers in one tensor, stacked along a
-// leading layer dimension, as [Groups] plans them: a dozen large tensors rather than a dozen per
+// leading layer dimension, as [Encoder.spec] describes them: a dozen large tensors rather than a dozen per
 // layer (gotch keeps a 100 KB Go object per tensor handle, and weights live as long as the model).
 // A forward pass takes layer l's weights as views (see Encoder.layer).
 type LayerStack struct {
@@ -46,28 +46,16 @@ type LayerStack struct {
 	fc2W, fc2B     *ts.Tensor // [L, D, I], [L, D]
 }
 
-func (s *LayerStack) fields() []**ts.Tensor {
-	return []**ts.Tensor{&s.norm1W, &s.norm1B, &s.qkvW, &s.qkvB, &s.outW, &s.outB,
-		&s.norm2W, &s.norm2B, &s.fc1W, &s.fc1B, &s.fc2W, &s.fc2B}
-}
-
-// NewEncoder binds an encoder to loaded weights: the layers' weights stacked under [StackKey]
-// (prefix, one of [StackedLayerWeights]), as [Groups] plans them. A missing weight is an error
-// recorded on t. Nothing is created.
-func NewEncoder(t *gotchutil.Tape, cfg EncoderConfig, w map[string]*ts.Tensor, prefix string, causal, sdpa bool) *Encoder {
-	e := &Encoder{
+// newEncoder returns an encoder of cfg with no weights bound yet: its [Encoder.spec] binds them at
+// load.
+func newEncoder(cfg EncoderConfig, causal, sdpa bool) *Encoder {
+	return &Encoder{
 		cfg:    cfg,
 		heads:  int64(cfg.NumAttentionHeads),
 		scale:  1 / math.Sqrt(float64(cfg.HiddenSize/max(1, cfg.NumAttentionHeads))),
 		causal: causal,
 		SDPA:   sdpa,
 	}
-	for i, f := range e.stack.fields() {
-		if *f = w[StackKey(prefix, StackedLayerWeights[i])]; *f == nil {
-			t.Fail("encoder", fmt.Errorf("no stacked weights %q", StackKey(prefix, StackedLayerWeights[i])))
-		}
-	}
-	return e
 }
 
 // Config returns the encoder's configuration.

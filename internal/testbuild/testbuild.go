@@ -1,5 +1,6 @@
-// Package testbuild holds the builders the module's tests share: safetensors files and hostile image
-// headers. Only tests import it (TestImportLayering in the root package keeps it so); it imports the
+// Package testbuild holds the builders the module's tests share: model directories (config.json and
+// safetensors weights from a key listing), safetensors files, torch.save zip archives and hostile
+// image headers. Only tests import it (TestImportLayering in the root package keeps it so); it imports the
 // standard library only.
 package testbuild
 
