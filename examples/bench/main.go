@@ -19,7 +19,7 @@
 //	       copy of the weight); "gemm_gflops" lists the median rate of each shape.
 //	images writes --count deterministic --size×--size PNG images into --images (the benchmark inputs).
 //
-// Output: {"mode", "images_per_s", "seconds", "iters", "batch", "images", "dtype", "threads", "device",
+// Output: {"mode", "images_per_s", "seconds", "iters", "batch", "images", "dtype", "threads", "device", "mkl_intel_path",
 // "peak_rss_mb" (getrusage ru_maxrss), "libtorch", "go", "load_s", "nsfw", …}; model and e2e add
 // "gflops" (the rate on the work this module does, "executed_flops_per_image") and "gflops_162" (at the
 // reference's "flops_per_image", 162.0 GFLOP for ViT-L/14), sgemm "gflops"; cold adds "startup_s"
@@ -90,6 +90,7 @@ type result struct {
 	Model         string    `json:"model,omitempty"`
 	NSFW          []bool    `json:"nsfw,omitempty"`
 	Op            string    `json:"op,omitempty"`
+	MKLIntelPath  bool      `json:"mkl_intel_path,omitempty"`
 	GemmShapes    []string  `json:"gemm_shapes,omitempty"`
 	GemmGFLOPS    []float64 `json:"gemm_gflops,omitempty"`
 }
@@ -134,7 +135,7 @@ func run(c config) error {
 
 func newResult(c config) result {
 	return result{Mode: c.mode, DType: c.dtype, Device: "cpu", Libtorch: gotchutil.Build().Libtorch,
-		Go: runtime.Version(), Batch: c.batch}
+		Go: runtime.Version(), Batch: c.batch, MKLIntelPath: os.Getenv(gotchutil.MKLIntelPathEnv) == "1"}
 }
 
 func emit(r result) error {
