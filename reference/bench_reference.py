@@ -11,6 +11,10 @@ Modes:
   e2e    each iteration processes --batch images from the files: open, preprocess, forward (images_per_s counts
          all of it);
   model  preprocessing once beforehand; each iteration times only forward on the [batch,3,224,224] pixel values;
+  gemm   no model: the float32 products of the model's linear layers at --batch (257*batch rows by 1024->1024,
+         1024->3072, 1024->4096, 4096->1024) as --op computes them: linear (x.w^T + b), matmul_t (x @ w.T, a
+         transposed view), matmul_kn (x @ a contiguous [in, out] weight); "gemm_gflops" lists each median rate
+         (examples/bench --mode gemm is the Go side; --model and --images are ignored);
   cold   one image, from process start (--t0, e.g. `date +%s.%N` taken just before starting Python, or else the
          time this script's first line ran) to the first verdict: imports, model load, preprocessing, forward.
 Output: {"mode", "images_per_s", "seconds" (timed total), "iters", "batch", "images", "dtype", "threads", "device",
@@ -37,7 +41,9 @@ def parse_args():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    ap.add_argument("--mode", choices=["e2e", "model", "cold"], default="e2e")
+    ap.add_argument("--mode", choices=["e2e", "model", "cold", "gemm"], default="e2e")
+    ap.add_argument("--op", choices=["linear", "matmul_t", "matmul_kn"], default="linear",
+                    help="gemm: how the product is computed (as examples/bench --mode gemm)")
     ap.add_argument("--iters", type=int, default=10, help="timed iterations (e2e, model)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first (e2e, model)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -59,8 +65,52 @@ def list_images(items):
     return files
 
 
+def gemm(args):
+    """--mode gemm: the model's linear-layer products, as examples/bench --mode gemm times them."""
+    import torch
+    import torch.nn.functional as F
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.dtype != "float32":
+        raise SystemExit("gemm: only float32")
+    rows = 257 * args.batch
+    g = torch.Generator().manual_seed(0)
+    shapes, rates, total = [], [], 0.0
+    with torch.inference_mode():
+        for fan_in, fan_out in ((1024, 1024), (1024, 3072), (1024, 4096), (4096, 1024)):
+            x = torch.rand(rows, fan_in, generator=g) - 0.5
+            w = torch.rand(fan_out, fan_in, generator=g) - 0.5
+            b = torch.rand(fan_out, generator=g) - 0.5
+            if args.op == "linear":
+                prod = lambda: F.linear(x, w, b)  # noqa: E731
+            elif args.op == "matmul_t":
+                wt = w.t()
+                prod = lambda: x @ wt  # noqa: E731
+            else:
+                wkn = w.t().contiguous()
+                prod = lambda: x @ wkn  # noqa: E731
+            for _ in range(args.warmup):
+                prod()
+            times = []
+            for _ in range(args.iters):
+                s = time.perf_counter()
+                prod()
+                times.append(time.perf_counter() - s)
+            times.sort()
+            med = times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+            shapes.append(f"{rows}x{fan_in}->{fan_out}")
+            rates.append(2 * rows * fan_in * fan_out / med / 1e9)
+            total += med
+    print(json.dumps({"mode": "gemm", "op": args.op, "batch": args.batch, "dtype": args.dtype,
+                      "threads": torch.get_num_threads(), "seconds": total, "iters": args.iters,
+                      "gemm_shapes": shapes, "gemm_gflops": rates, "torch": torch.__version__}))
+
+
 def main():
     args = parse_args()
+    if args.mode == "gemm":
+        return gemm(args)
     t0 = args.t0 if args.t0 is not None else T_START
 
     import numpy as np

@@ -13,9 +13,13 @@
 //	load   loads and closes the checker --iters times; seconds is the median load time.
 //	sgemm  a --size³ matrix product (2048 by default) through gotch in --dtype, --warmup untimed then
 //	       --iters timed; gflops is the rate of the median product.
+//	gemm   the float32 products of the model's linear layers at --batch (257·batch rows by 1024→1024,
+//	       1024→3072, 1024→4096, 4096→1024), computed as --op: linear (x·wᵀ + b, as the model runs them),
+//	       matmul_t (x·wᵀ through a transposed view, no bias), matmul_kn (x times a contiguous [in, out]
+//	       copy of the weight); "gemm_gflops" lists the median rate of each shape.
 //	images writes --count deterministic --size×--size PNG images into --images (the benchmark inputs).
 //
-// Output: {"mode", "images_per_s", "seconds", "iters", "batch", "images", "dtype", "threads", "device",
+// Output: {"mode", "images_per_s", "seconds", "iters", "batch", "images", "dtype", "threads", "device", "mkl_intel_path",
 // "peak_rss_mb" (getrusage ru_maxrss), "libtorch", "go", "load_s", "nsfw", …}; model and e2e add
 // "gflops" (the rate on the work this module does, "executed_flops_per_image") and "gflops_162" (at the
 // reference's "flops_per_image", 162.0 GFLOP for ViT-L/14), sgemm "gflops"; cold adds "startup_s"
@@ -44,6 +48,7 @@ import (
 	"time"
 
 	"github.com/sugarme/gotch"
+	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety"
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -57,6 +62,7 @@ type config struct {
 	batch, threads, iters      int
 	warmup, size, count        int
 	t0                         float64
+	op                         string
 }
 
 type result struct {
@@ -83,6 +89,10 @@ type result struct {
 	SDPA          bool      `json:"sdpa,omitempty"`
 	Model         string    `json:"model,omitempty"`
 	NSFW          []bool    `json:"nsfw,omitempty"`
+	Op            string    `json:"op,omitempty"`
+	MKLIntelPath  bool      `json:"mkl_intel_path,omitempty"`
+	GemmShapes    []string  `json:"gemm_shapes,omitempty"`
+	GemmGFLOPS    []float64 `json:"gemm_gflops,omitempty"`
 }
 
 func main() {
@@ -92,7 +102,8 @@ func main() {
 	flag.IntVar(&c.batch, "batch", 1, "images per model call")
 	flag.StringVar(&c.dtype, "dtype", "float32", "float32 or bfloat16 (float16 also accepted)")
 	flag.IntVar(&c.threads, "threads", 0, "libtorch intra-op threads (0: libtorch's default)")
-	flag.StringVar(&c.mode, "mode", "e2e", "e2e, model, cold, load, sgemm or images")
+	flag.StringVar(&c.mode, "mode", "e2e", "e2e, model, cold, load, sgemm, gemm or images")
+	flag.StringVar(&c.op, "op", "linear", "gemm: linear, matmul_t or matmul_kn")
 	flag.IntVar(&c.iters, "iters", 10, "timed iterations")
 	flag.IntVar(&c.warmup, "warmup", 1, "untimed iterations first (e2e, model, sgemm)")
 	flag.IntVar(&c.size, "size", 0, "matrix side (sgemm, default 2048) or image side (images, default 512)")
@@ -114,6 +125,8 @@ func run(c config) error {
 		return writeImages(c)
 	case "sgemm":
 		return sgemm(c)
+	case "gemm":
+		return gemm(c)
 	case "e2e", "model", "cold", "load":
 		return benchChecker(c)
 	}
@@ -122,7 +135,7 @@ func run(c config) error {
 
 func newResult(c config) result {
 	return result{Mode: c.mode, DType: c.dtype, Device: "cpu", Libtorch: gotchutil.Build().Libtorch,
-		Go: runtime.Version(), Batch: c.batch}
+		Go: runtime.Version(), Batch: c.batch, MKLIntelPath: os.Getenv(gotchutil.MKLIntelPathEnv) == "1"}
 }
 
 func emit(r result) error {
@@ -488,6 +501,89 @@ func sgemm(c config) error {
 	flop := 2 * math.Pow(float64(n), 3)
 	r.GFLOPS = flop / median(r.AllS) / 1e9 // the median product: a shared machine slows some down
 	r.FLOPsPerImage = 0
+	return emit(r)
+}
+
+// gemmShapes are the (in, out) sizes of ViT-L/14's linear layers: q/k/v or out_proj, the fused qkv,
+// fc1 and fc2.
+var gemmShapes = [][2]int64{{1024, 1024}, {1024, 3072}, {1024, 4096}, {4096, 1024}}
+
+// gemm times the float32 products of the model's linear layers on rows = 257·batch tokens, as c.op
+// computes them, on one worker thread (reference/bench_reference.py --mode gemm is its counterpart).
+func gemm(c config) error {
+	if c.dtype != "float32" {
+		return fmt.Errorf("gemm: --dtype %q: only float32", c.dtype)
+	}
+	w, err := gotchutil.NewWorker()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	r := newResult(c)
+	r.Op = c.op
+	rows := int64(257 * c.batch)
+	err = w.Do(func() error {
+		if c.threads > 0 {
+			if err := gotchutil.SetNumThreads(c.threads); err != nil {
+				return err
+			}
+		}
+		r.Threads = gotchutil.NumThreads()
+		rng := uint64(0x9e3779b97f4a7c15)
+		random := func(n int64) []float32 {
+			d := make([]float32, n)
+			for i := range d {
+				rng ^= rng << 13
+				rng ^= rng >> 7
+				rng ^= rng << 17
+				d[i] = float32(rng>>40)/float32(1<<24) - 0.5
+			}
+			return d
+		}
+		for _, sh := range gemmShapes {
+			in, out := sh[0], sh[1]
+			var t gotchutil.Tape
+			x := t.Float32(random(rows*in), rows, in)
+			wt := t.Float32(random(out*in), out, in) // [out, in], as stored
+			b := t.Float32(random(out), out)
+			var prod func() *ts.Tensor
+			switch c.op {
+			case "linear":
+				prod = func() *ts.Tensor { return t.Linear(x, wt, b) }
+			case "matmul_t":
+				wT := t.Transpose(wt, 0, 1)
+				prod = func() *ts.Tensor { return t.Matmul(x, wT) }
+			case "matmul_kn":
+				wKN := t.Contiguous(t.Transpose(wt, 0, 1))
+				prod = func() *ts.Tensor { return t.Matmul(x, wKN) }
+			default:
+				t.Release()
+				return fmt.Errorf("gemm: --op %q", c.op)
+			}
+			for range c.warmup {
+				t.Free(prod())
+			}
+			all := make([]float64, 0, c.iters)
+			for range c.iters {
+				s := time.Now()
+				t.Free(prod())
+				all = append(all, time.Since(s).Seconds())
+			}
+			err := t.Err()
+			t.Release()
+			if err != nil {
+				return err
+			}
+			r.GemmShapes = append(r.GemmShapes, fmt.Sprintf("%dx%d->%d", rows, in, out))
+			r.GemmGFLOPS = append(r.GemmGFLOPS, 2*float64(rows*in*out)/median(all)/1e9)
+			r.Seconds += median(all)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.Iters = c.iters
 	return emit(r)
 }
 

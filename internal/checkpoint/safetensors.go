@@ -26,7 +26,8 @@ type File struct {
 	metadata map[string]string
 
 	mu     sync.RWMutex
-	closed bool
+	closed bool // Close was called: no new tensors
+	refs   int  // outstanding Retain calls; the mapping stays until Close and every release
 }
 
 type stEntry struct {
@@ -242,8 +243,58 @@ func (f *File) ReleasePages(data []byte) {
 	}
 }
 
-// Close unmaps the file. The Data of tensors returned earlier must not be used afterwards.
-// Closing twice is not an error.
+// Retain keeps the file's memory (the mapping) valid after Close, until release is called, so that
+// tensor data handed out earlier may back a model for as long as it lives (e.g. libtorch tensors that
+// view it, gotchutil.ViewCPU): a loader retains the file, closes it as usual once loading is done, and
+// calls release from the model's Close after the tensors viewing the memory are dropped. The mapping
+// is unmapped when Close has been called and every release has been called, whichever comes last.
+// release is idempotent; Retain after Close is an error wrapping [ErrClosed].
+//
+// [File.ReleasePages] must not be used on retained data that backs tensors: it only drops pages from
+// the resident set (they fault back in), but that defeats its purpose.
+func (f *File) Retain() (release func() error, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, fmt.Errorf("checkpoint: %s: retain: %w", f.path, ErrClosed)
+	}
+	f.refs++
+	var once sync.Once
+	return func() error {
+		var err error
+		once.Do(func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.refs--
+			if f.closed && f.refs == 0 {
+				err = f.unmap()
+			}
+		})
+		return err
+	}, nil
+}
+
+// Retainer is implemented by checkpoints whose tensor data can outlive Close on request ([*File]).
+type Retainer interface {
+	Retain() (release func() error, err error)
+}
+
+var _ Retainer = (*File)(nil)
+
+// Populate faults in the pages of the mapping that hold data (a tensor's Data, or part of it) in one
+// call (MADV_POPULATE_READ, Linux 5.14+) instead of one page fault per 4 KiB page on first access.
+// It is only advice: where it is not supported, or after Close, nothing happens.
+func (f *File) Populate(data []byte) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if !f.closed {
+		f.m.populate(data)
+	}
+}
+
+// Close ends the use of the file: Tensor, ReleasePages and Populate stop working. The mapping is
+// unmapped now, or, while the file is retained ([File.Retain]), at the last release; until then the
+// Data of tensors returned earlier stays valid. Closing twice is not an error.
 func (f *File) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -251,6 +302,14 @@ func (f *File) Close() error {
 		return nil
 	}
 	f.closed = true
+	if f.refs > 0 {
+		return nil
+	}
+	return f.unmap()
+}
+
+// unmap drops the mapping; call it with f.mu held for writing.
+func (f *File) unmap() error {
 	f.data = nil
 	if f.m != nil {
 		if err := f.m.close(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // Tensor is one named tensor of a checkpoint.
@@ -28,6 +29,18 @@ func (t Tensor) NumElements() int64 {
 		n *= d
 	}
 	return n
+}
+
+// Aligned reports whether Data starts at an address that is a multiple of align bytes (true for empty
+// Data). A tensor whose memory is handed to libtorch as is (gotchutil.ViewCPU) must be aligned to its
+// element size: safetensors only aligns the data section to 8 bytes and packs tensors back to back, so
+// an odd-length tensor of a 2-byte dtype, for example, shifts every later one; check before viewing and
+// copy what is not aligned.
+func (t Tensor) Aligned(align int) bool {
+	if len(t.Data) == 0 || align <= 1 {
+		return true
+	}
+	return uintptr(unsafe.Pointer(unsafe.SliceData(t.Data)))%uintptr(align) == 0
 }
 
 // NumBytes returns NumElements()*DType.Size().

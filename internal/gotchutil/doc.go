@@ -9,6 +9,9 @@
 //     with the op's name, and drops every intermediate, so that forward code reads like the math and
 //     leaks nothing.
 //   - [SetNumThreads] / [NumThreads]: libtorch's intra-op thread count (gotch has no call for it).
+//   - [ViewCPU]: a CPU tensor viewing caller-owned memory (a memory-mapped checkpoint) without a copy.
+//   - [MKLIntelPathEnv] / [MKLDispatch]: an opt-in (SAFETY_MKL_INTEL_PATH=1) for MKL's AVX-512 kernels
+//     on CPUs of other vendors, by interposing MKL's CPU-vendor check.
 //   - [Build]: the libtorch version gotch was built against and the wrappers the version-adaptive
 //     build replaced with stubs (cmd/safety-setup), so callers can fall back.
 //

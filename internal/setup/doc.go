@@ -6,7 +6,7 @@
 // An application (or this repository) builds with cgo against three things, all kept in one per-user
 // cache shared by every application of the user (SAFETY_CACHE_DIR, default os.UserCacheDir()/sdsafety):
 //
-//	<cache>/wheels/                          downloaded wheels, each checked against the index's sha256
+//	<cache>/wheels/                          downloaded wheels, each checked against its pinned sha256 (PinnedWheels) or the index's
 //	<cache>/libtorch-<version>/              lib/ and include/ unpacked from PyPI's torch wheel
 //	<cache>/gotch/<gotch>_libtorch-<v>_abi<0|1>_<cpu|cuda>_<hash>/
 //	                                         the configured gotch module: its Go packages, the compiled

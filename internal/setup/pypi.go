@@ -103,8 +103,9 @@ func PickWheel(files []Wheel, name, version, tag, arch string) (Wheel, bool) {
 }
 
 // Fetch downloads name==version's wheel (see PickWheel) into dir and returns its path. A file already
-// there with the index's sha256 is reused; a new download is written to a ".part" file, checked
-// against the sha256 the index publishes and only then renamed into place.
+// there with the expected sha256 is reused; a new download is written to a ".part" file, checked
+// against the expected sha256 and only then renamed into place. The expected sha256 is the pinned one
+// for a file in [PinnedWheels] (an index publishing another is refused), else the index's.
 func (ix *Index) Fetch(ctx context.Context, dir, name, version, tag, arch string) (string, error) {
 	files, err := ix.Files(ctx, name)
 	if err != nil {
@@ -114,9 +115,9 @@ func (ix *Index) Fetch(ctx context.Context, dir, name, version, tag, arch string
 	if !ok {
 		return "", fmt.Errorf("setup: the index %s has no manylinux %s wheel of %s==%s for %s or py3", ix.URL, arch, name, version, tag)
 	}
-	want := w.Hashes["sha256"]
-	if want == "" {
-		return "", fmt.Errorf("setup: the index publishes no sha256 for %s", w.Filename)
+	want, source, err := expectedSHA256(w)
+	if err != nil {
+		return "", err
 	}
 	if strings.ContainsAny(w.Filename, `/\`) {
 		return "", fmt.Errorf("setup: the index names a wheel %q", w.Filename)
@@ -139,9 +140,25 @@ func (ix *Index) Fetch(ctx context.Context, dir, name, version, tag, arch string
 	}
 	if got != want {
 		os.Remove(part)
-		return "", fmt.Errorf("setup: %s: sha256 %s, the index says %s", w.Filename, got, want)
+		return "", fmt.Errorf("setup: %s: sha256 %s, %s says %s", w.Filename, got, source, want)
 	}
 	return path, os.Rename(part, path)
+}
+
+// expectedSHA256 is the sha256 a download of w must have: its pin, which the index must agree with
+// when it publishes one, or else the index's; source names which ("the pin", "the index").
+func expectedSHA256(w Wheel) (sum, source string, err error) {
+	index := strings.ToLower(w.Hashes["sha256"])
+	pin, pinned := PinnedWheels[w.Filename]
+	switch {
+	case pinned && index != "" && index != pin:
+		return "", "", fmt.Errorf("setup: the index publishes sha256 %s for %s, but it is pinned to %s", index, w.Filename, pin)
+	case pinned:
+		return pin, "the pin", nil
+	case index == "":
+		return "", "", fmt.Errorf("setup: the index publishes no sha256 for %s", w.Filename)
+	}
+	return index, "the index", nil
 }
 
 func (ix *Index) download(ctx context.Context, w Wheel, dst string) error {
