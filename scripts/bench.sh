@@ -26,7 +26,10 @@
 # ("1 8"), BENCH_ITERS_SCALE (1; multiplies the per-configuration iteration counts), BENCH_QUIET_IDLE (85),
 # BENCH_QUIET_WAIT (40), BENCH_QUIET_BUDGET (300), BENCH_FULLSIZE (bench-cache/fullsize), BENCH_IMAGES
 # (bench-cache/images), BENCH_OUT (out/bench), PARITY (../shared/parity), PY (.venv/bin/python),
-# BENCH_LIBTORCH ("2.1.0 2.15.0"), BENCH_DEFAULT_LIBTORCH (2.1.0).
+# BENCH_LIBTORCH ("2.1.0 2.15.0"), BENCH_DEFAULT_LIBTORCH (2.1.0), BENCH_REF_MKL_INTEL (0; 1 runs the
+# reference with MKL told it is on an Intel CPU, as our side is by default on CPUs with AVX-512F: a one-line
+# mkl_serv_intel_cpu_true built with cc into $BENCH_OUT and LD_PRELOADed; see docs/performance.md).
+# SAFETY_MKL_INTEL_PATH (unset) passes through to our side (0: MKL's own answer, as the reference gets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +62,12 @@ if [ ! -f "$FULL/.complete" ]; then
   "$PY" reference/fullsize.py "$FULL"
 fi
 mkdir -p "$OUT"
+REF_PRELOAD=""
+if [ "${BENCH_REF_MKL_INTEL:-0}" = 1 ]; then
+  printf 'int mkl_serv_intel_cpu_true(void) { return 1; }\n' >"$OUT/mkl_intel.c"
+  cc -shared -fPIC -O2 -o "$OUT/mkl_intel.so" "$OUT/mkl_intel.c"
+  REF_PRELOAD=$(realpath "$OUT/mkl_intel.so")
+fi
 GOWORK=off go build -o "$OUT/safety-setup" ./cmd/safety-setup
 gover=$(go env GOVERSION)
 for v in $LIBTORCHES; do
@@ -136,12 +145,12 @@ record() {
 LT=$DEFAULT_LIBTORCH # the libtorch go_run uses
 go_run() { "$OUT/safety-bench-$LT" --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" 2>"$OUT/last-go.err" | tail -n 1; }
 ref_run() {
-  "$PY" reference/bench_reference.py --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" \
+  env ${REF_PRELOAD:+LD_PRELOAD=$REF_PRELOAD} "$PY" reference/bench_reference.py --model "$MODEL" --images "$IMAGES" --threads "$THREADS" "$@" \
     2>"$OUT/last-ref.err" | tail -n 1
 }
 
 torch_gemm() { # DTYPE ITERS: the same product through torch in the venv
-  "$PY" - "$1" "$2" "$THREADS" 2>"$OUT/last-ref.err" <<'PY'
+  env ${REF_PRELOAD:+LD_PRELOAD=$REF_PRELOAD} "$PY" - "$1" "$2" "$THREADS" 2>"$OUT/last-ref.err" <<'PY'
 import json, resource, sys, time
 import torch
 dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[sys.argv[1]]
@@ -240,13 +249,14 @@ PY
 fi
 log "bfloat16 vs float32 on $PARITY: $verdicts"
 
-"$PY" - "$RES" "$DTYPES" "$BATCHES" "$verdicts" "$LIBTORCHES" "$DEFAULT_LIBTORCH" <<'PY'
+"$PY" - "$RES" "$DTYPES" "$BATCHES" "$verdicts" "$LIBTORCHES" "$DEFAULT_LIBTORCH" "${BENCH_REF_MKL_INTEL:-0}" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dtypes, batches = sys.argv[2].split(), [int(b) for b in sys.argv[3].split()]
 verdicts = sys.argv[4]
 libtorches, default_lt = sys.argv[5].split(), sys.argv[6]
+ref_mkl = int(sys.argv[7] == "1")
 nan = float("nan")
 
 
@@ -292,6 +302,7 @@ for lt in libtorches:
     cold_go, cold_ref = med(go, "cold", "seconds"), med("ref", "cold", "seconds")
     cold_ratio = ratio(cold_ref, cold_go)
     load_go = med(go, "load", "load_s")
+    go_mkl = int(any(r["r"].get("mkl_intel_path") for r in rows if r["side"] == go))
     idle = [r["idle_before"] for r in rows]
     print()
     print(f"CPU idle before the runs: median {statistics.median(idle) if idle else 'n/a'}%, min {min(idle) if idle else 'n/a'}%")
@@ -305,6 +316,7 @@ for lt in libtorches:
     print(f"load of the 1.2 GB safetensors (go, warm page cache): median {fmt(load_go)} s, "
           f"all {[round(x, 2) for x in vals(go, 'load', 'load_s')]}")
     print(f"bfloat16 vs float32 verdicts on the parity fixture: {verdicts}")
+    print(f"MKL told it runs on an Intel CPU (AVX-512 kernels): go {'yes' if go_mkl else 'no'}, ref {'yes' if ref_mkl else 'no'}")
     print()
     hdr = ("dtype", "batch", "go e2e img/s", "ref e2e img/s", "e2e ratio (paired; best)", "go model img/s", "ref model img/s",
            "model ratio (paired; best)", "go GFLOP/s (at 162)", "go RSS MB", "ref RSS MB", "rss ratio")
@@ -326,7 +338,8 @@ for lt in libtorches:
                                      fmt(rss_go, 0), fmt(rss_ref, 0), fmt(ratio(rss_ref, rss_go))]) + " |")
             lines.append((lt, dt, b, f"BENCH device=cpu libtorch={lt} dtype={dt} batch={b} e2e_ratio={fmt(e_r)} model_ratio={fmt(m_r)} "
                                  f"cold_ratio={fmt(cold_ratio)} rss_ratio={fmt(ratio(rss_ref, rss_go))} go_img_s={fmt(e_go, 3)} "
-                                 f"ref_img_s={fmt(e_ref, 3)} model_gflops={fmt(gf, 1)} sgemm_gflops={fmt(sg_go, 1)}"))
+                                 f"ref_img_s={fmt(e_ref, 3)} model_gflops={fmt(gf, 1)} sgemm_gflops={fmt(sg_go, 1)} "
+                                 f"mkl_intel_path={go_mkl} ref_mkl_intel_path={ref_mkl}"))
     print()
     print("(medians over the rounds; go_img_s/ref_img_s: end-to-end images/s; model_gflops: our model-only rate on the "
           "156.4 GFLOP per image we execute (in brackets: at the reference's 162.0 GFLOP per image); sgemm_gflops: "

@@ -134,8 +134,9 @@ func run(c config) error {
 }
 
 func newResult(c config) result {
+	_, intel := gotchutil.MKLDispatch() // the answer MKL's vendor check gets (SAFETY_MKL_INTEL_PATH)
 	return result{Mode: c.mode, DType: c.dtype, Device: "cpu", Libtorch: gotchutil.Build().Libtorch,
-		Go: runtime.Version(), Batch: c.batch, MKLIntelPath: os.Getenv(gotchutil.MKLIntelPathEnv) == "1"}
+		Go: runtime.Version(), Batch: c.batch, MKLIntelPath: intel}
 }
 
 func emit(r result) error {

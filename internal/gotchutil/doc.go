@@ -10,8 +10,8 @@
 //     leaks nothing.
 //   - [SetNumThreads] / [NumThreads]: libtorch's intra-op thread count (gotch has no call for it).
 //   - [ViewCPU]: a CPU tensor viewing caller-owned memory (a memory-mapped checkpoint) without a copy.
-//   - [MKLIntelPathEnv] / [MKLDispatch]: an opt-in (SAFETY_MKL_INTEL_PATH=1) for MKL's AVX-512 kernels
-//     on CPUs of other vendors, by interposing MKL's CPU-vendor check.
+//   - [MKLIntelPathEnv] / [MKLDispatch]: MKL's AVX-512 kernels on CPUs of other vendors, by interposing
+//     MKL's CPU-vendor check (on by default where the CPU has AVX-512F; SAFETY_MKL_INTEL_PATH=0 turns it off).
 //   - [Build]: the libtorch version gotch was built against and the wrappers the version-adaptive
 //     build replaced with stubs (cmd/safety-setup), so callers can fall back.
 //
