@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -312,6 +313,48 @@ func TestMappedNonFinite(t *testing.T) {
 					t.Error("failed Load left the file mapped")
 				}
 			})
+		}
+	}
+}
+
+// TestFullSizeMappedTiming loads the full-size checkpoint twice, mapped and copied, checks that both
+// give the same results bit for bit, and logs forward times alternated in one process (batch 1 six
+// rounds, batch 8 three; docs/zero-copy.md). A measurement besides the check: it runs only with
+// SAFETY_MAPPED_TIMING=1 and the full-size model.
+func TestFullSizeMappedTiming(t *testing.T) {
+	if os.Getenv("SAFETY_MAPPED_TIMING") != "1" {
+		t.Skip("a timing: set SAFETY_MAPPED_TIMING=1")
+	}
+	dir := filepath.Join(needFullSize(t), "model")
+	mapped := mustLoad(t, dir, WithDevice(DeviceCPU), WithBatchSize(8))
+	copied := mustLoad(t, dir, WithDevice(DeviceCPU), WithBatchSize(8), WithMappedWeights(false))
+	if mapped.Info().MappedBytes == 0 || copied.Info().MappedBytes != 0 {
+		t.Fatalf("MappedBytes %d and %d, want > 0 and 0", mapped.Info().MappedBytes, copied.Info().MappedBytes)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct{ batch, rounds int }{{1, 6}, {8, 3}} {
+		pix := benchPixels(tc.batch, 224)
+		a, err1 := mapped.CheckPixels(ctx, pix, tc.batch) // also the warm-up
+		b, err2 := copied.CheckPixels(ctx, pix, tc.batch)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatal(err)
+		}
+		for i := range a {
+			if !slices.Equal(a[i].ImageEmbeds, b[i].ImageEmbeds) {
+				t.Errorf("batch %d image %d: mapped and copied embeddings differ", tc.batch, i)
+			}
+		}
+		for r := range tc.rounds {
+			for _, v := range []struct {
+				name string
+				c    *Checker
+			}{{"mapped", mapped}, {"copied", copied}} {
+				start := time.Now()
+				if _, err := v.c.CheckPixels(ctx, pix, tc.batch); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("batch %d round %d %s: %.3f s", tc.batch, r, v.name, time.Since(start).Seconds())
+			}
 		}
 	}
 }

@@ -50,11 +50,11 @@ type LayerStack struct {
 // Stacked is one kind of encoder-layer weight of all L layers, held one of two ways as the loader
 // decided ([Loading]):
 //
-//   - copied: one tensor [L, shape...] (a dozen large tensors rather than a dozen per layer: gotch
+//   - copied: one tensor [L, shape...] (16 large tensors rather than 16 per layer: gotch
 //     keeps a 100 KB Go object per tensor handle, and weights live as long as the model); or
 //   - mapped: the bytes of each layer's weight in the memory-mapped checkpoint, which the layers
 //     of a file are not contiguous in (keys sort as strings: layers 0, 1, 10, 11, …), so they
-//     cannot be one view. A forward pass views layer l's bytes while it runs layer l (~20 from_blob
+//     cannot be one view. A forward pass views layer l's bytes while it runs layer l (16 from_blob
 //     calls a layer, ~8 ms a ViT-L/14 forward, docs/zero-copy.md) instead of the model holding
 //     ~400 handles (30–50 MB of Go heap) for its life.
 type Stacked struct {
