@@ -49,6 +49,7 @@ type options struct {
 	batchWindow   time.Duration    // dynamic batching (WithBatchWindow); 0: off
 	batchObserver func(images int) // WithBatchObserver
 
+	mapped       bool   // weights may view the mapped file (WithMappedWeights)
 	customCount  bool   // custom concept hits set Result.NSFW (WithCustomConceptsCount)
 	selfTest     bool   // Load runs two images through the model (WithSelfTest)
 	tokenizerDir string // LoadTextEncoder only: tokenizer folder override (WithTokenizerDir)
@@ -60,7 +61,7 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{device: DeviceAuto, dtype: Float32, batchSize: 8, maxPixels: 100_000_000}
+	return options{device: DeviceAuto, dtype: Float32, batchSize: 8, maxPixels: 100_000_000, mapped: true}
 }
 
 // WithDevice selects the device (default [DeviceAuto]).
@@ -84,6 +85,26 @@ func WithDType(d DType) Option {
 			return nil
 		}
 		return fmt.Errorf("%w: dtype %q (want float32, float16 or bfloat16)", ErrInvalidOption, d)
+	}
+}
+
+// WithMappedWeights selects how [Load] and [LoadTextEncoder] hold the weights on the CPU (default
+// true). With true, a weight whose safetensors data is already in the compute dtype (and
+// element-aligned) is a view of the memory-mapped file instead of a copy: loading only scans it for
+// NaN and Inf, and the process holds no private copy (the page cache's pages are shared with other
+// processes serving the same file). Other weights (a .bin checkpoint, a float16 file computed in
+// float32, CUDA) are copied either way; Info().MappedBytes says how much is mapped.
+//
+// The rule that comes with mapping: the model file must not be truncated or rewritten in place while
+// the Checker or TextEncoder is open. Replace model files by renaming a new file over the old one (the
+// hub cache does). A mapped file truncated under a running model makes libtorch fault with SIGBUS at
+// the next forward, which cannot be turned into an error and ends the process; a file rewritten in
+// place changes the weights after their NaN check. Use false (every weight copied at load, the file
+// closed afterwards) for model directories that may change under a running process.
+func WithMappedWeights(mapped bool) Option {
+	return func(o *options) error {
+		o.mapped = mapped
+		return nil
 	}
 }
 

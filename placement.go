@@ -7,6 +7,7 @@ import (
 	"github.com/sugarme/gotch"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
+	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
@@ -83,6 +84,13 @@ type placement struct {
 	where  Device       // DeviceCPU or DeviceCUDA (never auto)
 	dtype  gotch.DType  // compute dtype
 	sdpa   bool         // attention uses scaled_dot_product_attention (plain and is_causal both work)
+}
+
+// loading is how a model placed as p loads its weights onto rt: views of the mapped file where o
+// allows (WithMappedWeights) and the loader can, the mapping released by rt's Close after the
+// model's tensors.
+func (p placement) loading(rt *gotchutil.Runtime, o options) *clip.Loading {
+	return &clip.Loading{Device: p.device, DType: p.dtype, SDPA: p.sdpa, Map: o.mapped, Hold: rt.Hold}
 }
 
 // sdpaProbe reports whether scaled_dot_product_attention runs here; a test replaces it to force the

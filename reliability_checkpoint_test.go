@@ -8,19 +8,16 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"github.com/sdsafety/safety/internal/testbuild"
 	"image"
 	"image/color"
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/clip"
-	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
 // ---- checkpoints ---------------------------------------------------------------------------------
@@ -277,23 +274,7 @@ func TestLoadMalformedCheckpoint(t *testing.T) {
 			if tc.files != nil {
 				tc.files(t, dir)
 			}
-			before := gotchutil.LiveTensors()
-			c, err := Load(dir, WithDevice(DeviceCPU))
-			if err == nil {
-				c.Close()
-				t.Fatal("loaded")
-			}
-			if !errors.Is(err, ErrCheckpoint) {
-				t.Errorf("error %q does not wrap ErrCheckpoint", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-			if got := gotchutil.LiveTensors(); got != before {
-				t.Errorf("failed Load left %d tensors alive", got-before)
-			}
+			wantLoadError(t, dir, tc.want, WithDevice(DeviceCPU))
 			if _, err := os.Stat(marker); err == nil {
 				t.Fatal("a hostile pickle ran a command")
 			}

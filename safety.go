@@ -76,6 +76,9 @@ type Info struct {
 	Libtorch       string       // libtorch version, "" when unknown
 	SDPA           bool         // attention uses scaled_dot_product_attention
 	ImageSize      int          // side of the model's square input
+	// MappedBytes and CopiedBytes are the bytes of the vision tower's weights held as views of the
+	// memory-mapped weights file and as copies (see [WithMappedWeights]).
+	MappedBytes, CopiedBytes int64
 }
 
 // Load reads a checker from dir, a directory in the Hugging Face layout of
@@ -123,7 +126,9 @@ func Load(dir string, opts ...Option) (*Checker, error) {
 // load runs on the worker thread: it loads the vision tower and the concept head of ck placed as p.
 func (c *Checker) load(p placement, cfg clip.Config, ck checkpoint.Checkpoint) error {
 	c.device, c.dtype, c.info.Device, c.info.SDPA = p.device, p.dtype, p.where, p.sdpa
-	tower, concepts, err := loadWeights(&c.rt.Owned, ck, cfg, c.device, c.dtype, c.info.SDPA)
+	l := p.loading(c.rt, c.opts)
+	tower, concepts, err := loadWeights(&c.rt.Owned, ck, cfg, l)
+	c.info.MappedBytes, c.info.CopiedBytes = l.MappedBytes, l.CopiedBytes
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,9 @@ type TextInfo struct {
 	ContextLength int
 	SDPA          bool   // attention uses scaled_dot_product_attention (is_causal)
 	Libtorch      string // libtorch version, "" when unknown
+	// MappedBytes and CopiedBytes are the bytes of the text tower's weights held as views of the
+	// memory-mapped weights file and as copies (see [WithMappedWeights]).
+	MappedBytes, CopiedBytes int64
 }
 
 // TextEmbedding is the result for one text.
@@ -139,9 +142,10 @@ func LoadTextEncoder(dir string, opts ...Option) (*TextEncoder, error) {
 
 // load runs on the worker thread: it loads the text tower of ck placed as p.
 func (e *TextEncoder) load(p placement, cfg clip.TextModelConfig, ck checkpoint.Checkpoint) error {
-	device, dtype := p.device, p.dtype
 	e.info.Device, e.info.SDPA = p.where, p.sdpa
-	tower, projected, err := clip.LoadText(&e.rt.Owned, ck, cfg, device, dtype, e.info.SDPA)
+	l := p.loading(e.rt, e.opts)
+	tower, projected, err := clip.LoadText(&e.rt.Owned, ck, cfg, l)
+	e.info.MappedBytes, e.info.CopiedBytes = l.MappedBytes, l.CopiedBytes
 	if err != nil {
 		return err
 	}

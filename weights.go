@@ -3,8 +3,6 @@ package safety
 import (
 	"fmt"
 
-	"github.com/sugarme/gotch"
-
 	"github.com/sdsafety/safety/internal/checkpoint"
 	"github.com/sdsafety/safety/internal/clip"
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -18,11 +16,10 @@ const (
 	keySpecialThresholds = "special_care_embeds_weights"
 )
 
-// loadWeights validates the checkpoint against cfg, loads the vision tower onto device in dtype
-// (clip.LoadVision, which validates the concept head's keys and shapes with the tower's) and the
-// concept head into host float32. Tensors it creates are recorded on t. sdpa selects the attention.
-func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config, device gotch.Device, dtype gotch.DType,
-	sdpa bool) (*clip.VisionTransformer, *Concepts, error) {
+// loadWeights validates the checkpoint against cfg, loads the vision tower as l says (clip.LoadVision,
+// which validates the concept head's keys and shapes with the tower's) and the concept head into host
+// float32. Tensors it creates are recorded on t.
+func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config, l *clip.Loading) (*clip.VisionTransformer, *Concepts, error) {
 	p := int64(cfg.ProjectionDim)
 
 	// Concept counts come from the checkpoint (17 and 3 in the published model).
@@ -39,7 +36,7 @@ func loadWeights(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg clip.Config, d
 		keySpecialEmbeds:     {nSpecial, p},
 		keySpecialThresholds: {nSpecial},
 	}
-	tower, err := clip.LoadVision(t, ck, cfg, device, dtype, sdpa, head)
+	tower, err := clip.LoadVision(t, ck, cfg, l, head)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/sugarme/gotch"
 	"github.com/sugarme/gotch/ts"
 
 	"github.com/sdsafety/safety/internal/gotchutil"
@@ -20,7 +21,7 @@ var ErrUnsupported = errors.New("clip: unsupported")
 //	h = x + attention(layer_norm1(x));  out = h + mlp(layer_norm2(h))
 //
 // with the attention causal (position i sees positions 0..i: the text tower) or not (the vision
-// tower). It holds the layers' weights stacked (see [LayerStack]) and no other state, so one Encoder
+// tower). It holds the layers' weights (see [LayerStack]) and no other state, so one Encoder
 // may serve any number of forward passes on its worker thread.
 type Encoder struct {
 	cfg    EncoderConfig
@@ -33,17 +34,49 @@ type Encoder struct {
 	SDPA bool
 }
 
-// LayerStack holds each kind of encoder-layer weight of all L layers in one tensor, stacked along a
-// leading layer dimension, as [Encoder.spec] describes them: a dozen large tensors rather than a dozen per
-// layer (gotch keeps a 100 KB Go object per tensor handle, and weights live as long as the model).
-// A forward pass takes layer l's weights as views (see Encoder.layer).
+// LayerStack holds each kind of encoder-layer weight of all L layers as one [Stacked], as
+// [Encoder.spec] describes them. A forward pass takes layer l's weights as views (see Encoder.layer).
 type LayerStack struct {
-	norm1W, norm1B *ts.Tensor // [L, D]
-	qkvW, qkvB     *ts.Tensor // [L, 3D, D], [L, 3D]: q, k and v projections fused (rows q, then k, then v)
-	outW, outB     *ts.Tensor // [L, D, D], [L, D]
-	norm2W, norm2B *ts.Tensor // [L, D]
-	fc1W, fc1B     *ts.Tensor // [L, I, D], [L, I]
-	fc2W, fc2B     *ts.Tensor // [L, D, I], [L, D]
+	norm1W, norm1B Stacked // [D] per layer
+	qW, qB         Stacked // [D, D], [D]
+	kW, kB         Stacked // [D, D], [D]
+	vW, vB         Stacked // [D, D], [D]
+	outW, outB     Stacked // [D, D], [D]
+	norm2W, norm2B Stacked // [D]
+	fc1W, fc1B     Stacked // [I, D], [I]
+	fc2W, fc2B     Stacked // [D, I], [D]
+}
+
+// Stacked is one kind of encoder-layer weight of all L layers, held one of two ways as the loader
+// decided ([Loading]):
+//
+//   - copied: one tensor [L, shape...] (16 large tensors rather than 16 per layer: gotch
+//     keeps a 100 KB Go object per tensor handle, and weights live as long as the model); or
+//   - mapped: the bytes of each layer's weight in the memory-mapped checkpoint, which the layers
+//     of a file are not contiguous in (keys sort as strings: layers 0, 1, 10, 11, …), so they
+//     cannot be one view. A forward pass views layer l's bytes while it runs layer l (16 from_blob
+//     calls a layer, ~8 ms a ViT-L/14 forward, docs/zero-copy.md) instead of the model holding
+//     ~400 handles (30–50 MB of Go heap) for its life.
+type Stacked struct {
+	all    *ts.Tensor  // copied: [L, shape...]; nil when mapped
+	layers [][]byte    // mapped: layer l's data in the mapping, element-aligned and scanned at load
+	shape  []int64     // one layer's shape
+	dtype  gotch.DType // the compute dtype (mapped)
+}
+
+// layer returns layer l's weight [shape...], recorded on t: a view into the stacked copy or a view
+// of the mapping (which must stay mapped until t drops it; the model's Close unmaps after its last
+// forward).
+func (s *Stacked) layer(t *gotchutil.Tape, l int) *ts.Tensor {
+	if s.all != nil {
+		return t.Select(s.all, 0, int64(l))
+	}
+	if l < 0 || l >= len(s.layers) {
+		t.Fail("layer weight", fmt.Errorf("layer %d of %d: no weight bound", l, len(s.layers)))
+		return nil
+	}
+	x, err := gotchutil.ViewCPU(nil, s.layers[l], s.dtype, s.shape...)
+	return t.Record("view layer weight", x, err)
 }
 
 // newEncoder returns an encoder of cfg with no weights bound yet: its [Encoder.spec] binds them at
@@ -87,7 +120,7 @@ func (e *Encoder) Forward(ctx context.Context, t *gotchutil.Tape, x *ts.Tensor, 
 			t.Fail("encoder", err)
 			return nil
 		}
-		var lw gotchutil.Tape // layer i's weights: views into the stacks
+		var lw gotchutil.Tape // layer i's weights: views of the stacks or of the mapping
 		layer := e.layer(&lw, i)
 		if err := lw.Err(); err != nil {
 			t.Fail("encoder", err)
@@ -109,22 +142,24 @@ func (e *Encoder) Forward(ctx context.Context, t *gotchutil.Tape, x *ts.Tensor, 
 	return x
 }
 
-// layer returns encoder layer l with its weights as views into the stacks, recorded on t.
+// layer returns encoder layer l with its weights as views (of the stacks or of the mapping),
+// recorded on t.
 func (e *Encoder) layer(t *gotchutil.Tape, l int) encoderLayer {
-	s, i := &e.stack, int64(l)
-	sel := func(x *ts.Tensor) *ts.Tensor { return t.Select(x, 0, i) }
+	s := &e.stack
 	eps := e.cfg.LayerNormEps
 	return encoderLayer{
-		norm1: LayerNorm{Weight: sel(s.norm1W), Bias: sel(s.norm1B), Eps: eps},
-		norm2: LayerNorm{Weight: sel(s.norm2W), Bias: sel(s.norm2B), Eps: eps},
+		norm1: LayerNorm{Weight: s.norm1W.layer(t, l), Bias: s.norm1B.layer(t, l), Eps: eps},
+		norm2: LayerNorm{Weight: s.norm2W.layer(t, l), Bias: s.norm2B.layer(t, l), Eps: eps},
 		attn: attention{
-			qkvWeight: sel(s.qkvW), qkvBias: sel(s.qkvB),
-			outWeight: sel(s.outW), outBias: sel(s.outB),
+			qWeight: s.qW.layer(t, l), qBias: s.qB.layer(t, l),
+			kWeight: s.kW.layer(t, l), kBias: s.kB.layer(t, l),
+			vWeight: s.vW.layer(t, l), vBias: s.vB.layer(t, l),
+			outWeight: s.outW.layer(t, l), outBias: s.outB.layer(t, l),
 			heads: e.heads, scale: e.scale, useSDPA: e.SDPA, causal: e.causal,
 		},
 		mlp: mlp{
-			fc1Weight: sel(s.fc1W), fc1Bias: sel(s.fc1B),
-			fc2Weight: sel(s.fc2W), fc2Bias: sel(s.fc2B),
+			fc1Weight: s.fc1W.layer(t, l), fc1Bias: s.fc1B.layer(t, l),
+			fc2Weight: s.fc2W.layer(t, l), fc2Bias: s.fc2B.layer(t, l),
 			act: e.cfg.HiddenAct,
 		},
 	}
@@ -150,10 +185,19 @@ type encoderLayer struct {
 	mlp          mlp
 }
 
-// attention is multi-head self-attention with the q, k and v projections fused into one matrix
-// (rows: q, then k, then v), as computed by transformers' CLIPAttention; causal for the text model.
+// attention is multi-head self-attention as transformers' CLIPAttention computes it, with q, k and v
+// as three linears; causal for the text model.
+//
+// Three [D, D] linears rather than one fused [3D, D]: the weights can then be views of a mapped
+// checkpoint (a fused matrix is a copy: 302 MB and 0.1 s of load for ViT-L/14), and one code path
+// serves the mapped and copied weights alike. Measured on the 2-vCPU shared AMD EPYC dev box
+// (libtorch 2.1.0, 2 threads, ViT-L/14 shapes: D = 1024, 257 tokens, alternated in one process,
+// median of 7, TestQKVProjectionTiming), fused against three: 20.15 against 20.30 ms at batch 1,
+// 143.0 against 144.4 ms at batch 8 — within the noise.
 type attention struct {
-	qkvWeight, qkvBias *ts.Tensor // [3D, D], [3D]
+	qWeight, qBias     *ts.Tensor // [D, D], [D]
+	kWeight, kBias     *ts.Tensor // [D, D], [D]
+	vWeight, vBias     *ts.Tensor // [D, D], [D]
 	outWeight, outBias *ts.Tensor // [D, D], [D]
 	heads              int64
 	scale              float64 // head_dim^-0.5
@@ -211,13 +255,17 @@ func (a *attention) forward(t *gotchutil.Tape, x, mask *ts.Tensor) *ts.Tensor {
 	if !ok {
 		return nil
 	}
-	hd := d / a.heads
-	qkv := t.Linear(x, a.qkvWeight, a.qkvBias)                           // [B, T, 3D]
-	qkv = t.Permute(t.Reshape(qkv, b, n, 3, a.heads, hd), 2, 0, 3, 1, 4) // [3, B, H, T, hd]
-	q, k, v := t.Select(qkv, 0, 0), t.Select(qkv, 0, 1), t.Select(qkv, 0, 2)
+	q := a.heads4(t, t.Linear(x, a.qWeight, a.qBias), b, n, d) // [B, H, T, hd]
+	k := a.heads4(t, t.Linear(x, a.kWeight, a.kBias), b, n, d)
+	v := a.heads4(t, t.Linear(x, a.vWeight, a.vBias), b, n, d)
 	o := a.attend(t, q, k, v, mask)              // [B, H, T, hd]
 	o = t.Reshape(t.Transpose(o, 1, 2), b, n, d) // [B, T, D]
 	return t.Linear(o, a.outWeight, a.outBias)
+}
+
+// heads4 splits a projection y [B, T, D] into the heads: [B, H, T, hd] (a view).
+func (a *attention) heads4(t *gotchutil.Tape, y *ts.Tensor, b, n, d int64) *ts.Tensor {
+	return t.Transpose(t.Reshape(y, b, n, a.heads, d/a.heads), 1, 2)
 }
 
 // attend is attention's core: q [B, H, Tq, hd], k and v [B, H, T, hd] → the heads' results
@@ -244,21 +292,15 @@ func (a *attention) attend(t *gotchutil.Tape, q, k, v, mask *ts.Tensor) *ts.Tens
 }
 
 // forwardClass is forward with the class token (position 0) as the only query: x [B, T, D] →
-// [B, D]. The keys and values of all T tokens come from the fused matrix's last 2D rows, the
-// class token's query from its first D rows.
+// [B, D]. The keys and values come from all T tokens, the query from the class token only.
 func (a *attention) forwardClass(t *gotchutil.Tape, x *ts.Tensor) *ts.Tensor {
 	b, n, d, ok := dims(t, x)
 	if !ok {
 		return nil
 	}
-	hd := d / a.heads
-	wq, bq := t.Narrow(a.qkvWeight, 0, 0, d), t.Narrow(a.qkvBias, 0, 0, d)
-	wkv, bkv := t.Narrow(a.qkvWeight, 0, d, 2*d), t.Narrow(a.qkvBias, 0, d, 2*d)
-	q := t.Linear(t.Select(x, 1, 0), wq, bq)                           // [B, D]
-	q = t.Transpose(t.Reshape(q, b, 1, a.heads, hd), 1, 2)             // [B, H, 1, hd]
-	kv := t.Linear(x, wkv, bkv)                                        // [B, T, 2D]
-	kv = t.Permute(t.Reshape(kv, b, n, 2, a.heads, hd), 2, 0, 3, 1, 4) // [2, B, H, T, hd]
-	k, v := t.Select(kv, 0, 0), t.Select(kv, 0, 1)
+	q := a.heads4(t, t.Linear(t.Select(x, 1, 0), a.qWeight, a.qBias), b, 1, d) // [B, H, 1, hd]
+	k := a.heads4(t, t.Linear(x, a.kWeight, a.kBias), b, n, d)                 // [B, H, T, hd]
+	v := a.heads4(t, t.Linear(x, a.vWeight, a.vBias), b, n, d)
 	o := a.attend(t, q, k, v, nil)            // [B, H, 1, hd]
 	o = t.Reshape(t.Transpose(o, 1, 2), b, d) // [B, D]
 	return t.Linear(o, a.outWeight, a.outBias)

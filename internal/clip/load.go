@@ -22,13 +22,39 @@ import (
 // do not fit the model. The root package's ErrCheckpoint is this value.
 var ErrCheckpoint = errors.New("safety: bad checkpoint")
 
+// Loading says where and how a loader puts the weights, and counts what it did.
+//
+// A weight is a view of the checkpoint's memory mapping (gotchutil.ViewCPU, no copy) when Map is set,
+// Device is the CPU, Hold is set, the checkpoint can be retained ([checkpoint.Retainer]: a safetensors
+// file), the tensor's file dtype is DType and its data is element-aligned; every other weight (a torch
+// zip, a float16 file computed in float32, CUDA, a misaligned tensor) is copied, as is every part of a
+// group that is not all viewable. Either way every element is checked for NaN and ±Inf.
+type Loading struct {
+	Device gotch.Device
+	DType  gotch.DType // compute dtype
+	SDPA   bool        // attention uses scaled_dot_product_attention
+	Map    bool        // view weights in the mapping where allowed
+	// Hold receives, before the first view is made, the release of the retained mapping
+	// (checkpoint.File.Retain): the caller must call it after dropping every tensor recorded on the
+	// loader's tape, on the same thread (the rule of gotchutil.ViewCPU) — whether the load
+	// succeeded or not. With Hold nil nothing is mapped.
+	Hold func(release func() error)
+
+	// MappedBytes and CopiedBytes count the bytes of the weights loaded, viewed in the mapping
+	// and copied onto Device.
+	MappedBytes, CopiedBytes int64
+
+	retained bool // the mapping has been retained (and handed to Hold)
+}
+
 // LoadVision finds the vision tower in ck (nested or flat prefix), validates its keys and shapes
 // against cfg — together with extra, the keys and shapes of what the caller reads itself (the safety
 // checker's concept head), so that one error lists every problem — and loads its weights one tensor
-// at a time onto device in dtype (so peak host memory stays near one copy of the weights), bound to
-// the tower as its spec says. Tensors it creates are recorded on t. sdpa selects the attention.
-func LoadVision(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg Config, device gotch.Device, dtype gotch.DType,
-	sdpa bool, extra map[string][]int64) (*VisionTransformer, error) {
+// at a time as l says (views of the mapping, or copies onto l.Device in l.DType, so that peak host
+// memory stays near one copy of the weights), bound to the tower as its spec says. Tensors it creates
+// are recorded on t.
+func LoadVision(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg Config, l *Loading,
+	extra map[string][]int64) (*VisionTransformer, error) {
 	prefix := VisionPrefix
 	if _, nested := ck.Info(VisionPrefix + "embeddings.class_embedding"); !nested {
 		if _, flat := ck.Info(FlatVisionPrefix + "embeddings.class_embedding"); flat {
@@ -38,12 +64,12 @@ func LoadVision(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg Config, device 
 	if err := checkLayerCount(ck, prefix, cfg.Vision.NumHiddenLayers); err != nil {
 		return nil, err
 	}
-	v, spec := newVision(cfg, prefix, sdpa)
+	v, spec := newVision(cfg, prefix, l.SDPA)
 	belongs := func(name string) bool { return !ignoredVisionKeys[name] }
 	if err := keysError(ck, checkKeys(ck, belongs, Keys(spec.Params()), extra)); err != nil {
 		return nil, err
 	}
-	if err := load(t, ck, spec.Params(), device, dtype); err != nil {
+	if err := load(t, ck, spec.Params(), l); err != nil {
 		return nil, err
 	}
 	return v, nil
@@ -56,11 +82,10 @@ var ignoredVisionKeys = map[string]bool{
 }
 
 // LoadText finds the text tower in ck, validates its keys and shapes against cfg and loads it one
-// tensor at a time onto device in dtype, bound to the tower as its spec says, recording the tensors
-// on t. It returns the tower and whether the checkpoint has a text projection [P, D]
-// (P = cfg.ProjectionDim). sdpa selects the attention.
-func LoadText(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg TextModelConfig, device gotch.Device, dtype gotch.DType,
-	sdpa bool) (*TextTransformer, bool, error) {
+// tensor at a time as l says (see [LoadVision]), bound to the tower as its spec says, recording the
+// tensors on t. It returns the tower and whether the checkpoint has a text projection [P, D]
+// (P = cfg.ProjectionDim).
+func LoadText(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg TextModelConfig, l *Loading) (*TextTransformer, bool, error) {
 	var prefix string
 	switch {
 	case has(ck, TextPrefix+"embeddings.token_embedding.weight"):
@@ -81,12 +106,12 @@ func LoadText(t *gotchutil.Tape, ck checkpoint.Checkpoint, cfg TextModelConfig, 
 	if _, projected := ck.Info(KeyTextProjection); projected {
 		projDim = cfg.ProjectionDim
 	}
-	m, spec := newText(cfg.Text, prefix, projDim, sdpa, device)
+	m, spec := newText(cfg.Text, prefix, projDim, l.SDPA, l.Device)
 	belongs := func(name string) bool { return isTextKey(name, prefix) && name != prefix+"embeddings.position_ids" }
 	if err := keysError(ck, checkKeys(ck, belongs, Keys(spec.Params()))); err != nil {
 		return nil, false, err
 	}
-	if err := load(t, ck, spec.Params(), device, dtype); err != nil {
+	if err := load(t, ck, spec.Params(), l); err != nil {
 		return nil, false, err
 	}
 	return m, projDim > 0, nil
@@ -97,17 +122,98 @@ func has(ck checkpoint.Checkpoint, name string) bool {
 	return ok
 }
 
-// load makes each parameter's tensor (loadGroup) on device in dtype, records it on t and binds it to
-// its field: after a nil error every field the spec named holds its weight.
-func load(t *gotchutil.Tape, ck checkpoint.Checkpoint, params []Param, device gotch.Device, dtype gotch.DType) error {
+// load binds each parameter to its field, as a view of the mapping where l allows it for all of the
+// parameter's parts (viewable), else as a copy (loadGroup) on l.Device in l.DType; tensors are recorded
+// on t. After a nil error every field the spec named holds its weight.
+func load(t *gotchutil.Tape, ck checkpoint.Checkpoint, params []Param, l *Loading) error {
 	for _, p := range params {
-		x, err := loadGroup(ck, p.Group, device, dtype)
+		data, err := l.viewable(ck, p.Group)
+		if err != nil {
+			return err
+		}
+		if data != nil {
+			if err := l.bindViews(t, p, data); err != nil {
+				return err
+			}
+			continue
+		}
+		x, err := loadGroup(ck, p.Group, l.Device, l.DType)
 		if err != nil {
 			return err
 		}
 		t.Record(p.Key, x, nil)
-		*p.Dst = x
+		n := int64(l.DType.Size())
+		for _, d := range p.Shape {
+			n *= d
+		}
+		l.CopiedBytes += n
+		if p.Stack != nil {
+			p.Stack.all = x
+		} else {
+			*p.Dst = x
+		}
 	}
+	return nil
+}
+
+// viewable returns the data of g's parts in the mapping, scanned for NaN and ±Inf, when every part
+// may be viewed (see [Loading]), retaining the mapping (and handing its release to l.Hold) the first
+// time; nil data (and no error) means g is to be copied.
+func (l *Loading) viewable(ck checkpoint.Checkpoint, g Group) ([][]byte, error) {
+	r, ok := ck.(checkpoint.Retainer)
+	if !l.Map || l.Device != gotch.CPU || l.Hold == nil || !ok {
+		return nil, nil
+	}
+	tns := make([]checkpoint.Tensor, len(g.Parts))
+	for i, name := range g.Parts {
+		tn, err := GuardedTensor(ck, name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		}
+		if src, err := torchDType(tn.DType); err != nil || src != l.DType || !tn.Aligned(tn.DType.Size()) {
+			return nil, nil
+		}
+		tns[i] = tn
+	}
+	if err := scanChecked(ck, tns, nil); err != nil {
+		return nil, unwrapLoad(err)
+	}
+	if !l.retained {
+		release, err := r.Retain()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		}
+		l.retained = true
+		l.Hold(release)
+	}
+	data := make([][]byte, len(tns))
+	for i, tn := range tns {
+		data[i] = tn.Data
+	}
+	return data, nil
+}
+
+// bindViews binds p to the parts' data in the mapping: a single tensor as a view made now (recorded on
+// t), a per-layer weight as the layers' data, viewed per forward ([Stacked]).
+func (l *Loading) bindViews(t *gotchutil.Tape, p Param, data [][]byte) error {
+	for _, b := range data {
+		l.MappedBytes += int64(len(b))
+	}
+	if p.Stack != nil {
+		if int64(len(data)) != p.Shape[0] {
+			return fmt.Errorf("%w: %s: %d layers of data for %d layers", ErrCheckpoint, p.Key, len(data), p.Shape[0])
+		}
+		*p.Stack = Stacked{layers: data, shape: p.PartShape, dtype: l.DType}
+		return nil
+	}
+	if len(data) != 1 {
+		return fmt.Errorf("%w: %s: %d parts viewed as one tensor", ErrCheckpoint, p.Key, len(data))
+	}
+	x, err := gotchutil.ViewCPU(nil, data[0], l.DType, p.Shape...)
+	if x = t.Record("view "+p.Key, x, err); x == nil {
+		return fmt.Errorf("%w: %s: %v", ErrCheckpoint, p.Key, t.Err())
+	}
+	*p.Dst = x
 	return nil
 }
 
@@ -205,7 +311,7 @@ func loadGroup(ck checkpoint.Checkpoint, g Group, device gotch.Device, dtype got
 	x, buf, err := gotchutil.EmptyCPU(dtype, g.Shape...)
 	if x = t.Record("load "+g.Key, x, err); x != nil {
 		if direct {
-			t.Fail("load", copyChecked(ck, tns, buf))
+			t.Fail("load", scanChecked(ck, tns, buf))
 		} else {
 			off := 0
 			for _, tn := range tns {
@@ -247,7 +353,7 @@ func convertPart(ck checkpoint.Checkpoint, tn checkpoint.Tensor, dtype gotch.DTy
 	if x = t.Record("load "+tn.Name, x, err); x == nil {
 		return 0, t.Err()
 	}
-	if err := copyChecked(ck, []checkpoint.Tensor{tn}, buf); err != nil {
+	if err := scanChecked(ck, []checkpoint.Tensor{tn}, buf); err != nil {
 		return 0, err
 	}
 	y := t.ToDType(x, dtype) // 1-D: contiguous
@@ -278,13 +384,13 @@ func GuardedTensor(ck checkpoint.Checkpoint, name string) (tn checkpoint.Tensor,
 	return tn, err
 }
 
-// errNonFiniteWeight carries copyChecked's error through the tape unchanged.
+// errNonFiniteWeight carries scanChecked's error through the tape unchanged.
 type errNonFiniteWeight struct{ err error }
 
 func (e errNonFiniteWeight) Error() string { return e.err.Error() }
 func (e errNonFiniteWeight) Unwrap() error { return e.err }
 
-// unwrapLoad returns copyChecked's own error when the tape holds one, else err.
+// unwrapLoad returns scanChecked's own error when the tape holds one, else err.
 func unwrapLoad(err error) error {
 	var nf errNonFiniteWeight
 	if errors.As(err, &nf) {
@@ -293,15 +399,16 @@ func unwrapLoad(err error) error {
 	return err
 }
 
-// loadChunk is the size of the pieces copyChecked checks and copies: small enough to stay in the
+// loadChunk is the size of the pieces scanChecked checks and copies: small enough to stay in the
 // CPU's L2 cache between the check and the copy, large enough to keep the goroutines busy.
 const loadChunk = 1 << 20
 
-// copyChecked copies the data of tns, back to back, into dst (len(dst) = their total size), on up to
-// GOMAXPROCS goroutines, and checks every element for NaN and ±Inf on the way. Pages of the
-// checkpoint's mapping that have been copied are released from the resident set. The error names the
-// first non-finite element (tensor and index), as the reference's loader would see it first.
-func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) error {
+// scanChecked checks every element of tns for NaN and ±Inf on up to GOMAXPROCS goroutines and, with
+// dst non-nil, copies their data back to back into dst (len(dst) = their total size) on the way,
+// releasing the pages of the checkpoint's mapping that have been copied from the resident set. With
+// dst nil it only checks (the data stays mapped: it backs views). The error names the first
+// non-finite element (tensor and index), as the reference's loader would see it first.
+func scanChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) error {
 	type chunk struct {
 		part     int
 		src, dst []byte
@@ -315,15 +422,19 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 		step := loadChunk / size * size
 		for c := 0; c < len(tn.Data); c += step {
 			n := min(step, len(tn.Data)-c)
-			chunks = append(chunks, chunk{part: i, src: tn.Data[c : c+n], dst: dst[off+c : off+c+n], first: c / size})
+			ch := chunk{part: i, src: tn.Data[c : c+n], first: c / size}
+			if dst != nil && off+c+n <= len(dst) {
+				ch.dst = dst[off+c : off+c+n]
+			}
+			chunks = append(chunks, ch)
 		}
 		off += len(tn.Data)
 	}
-	if off != len(dst) {
+	if dst != nil && off != len(dst) {
 		return fmt.Errorf("%w: %s: %d bytes of data for a tensor of %d", ErrCheckpoint, ck.Path(), off, len(dst))
 	}
 	release := func([]byte) {}
-	if r, ok := ck.(checkpoint.PageReleaser); ok {
+	if r, ok := ck.(checkpoint.PageReleaser); ok && dst != nil {
 		release = r.ReleasePages
 	}
 	var faults sync.Map // chunk index → error: a fault reading the mapping (file truncated under us)
@@ -331,9 +442,11 @@ func copyChecked(ck checkpoint.Checkpoint, tns []checkpoint.Tensor, dst []byte) 
 		c := &chunks[i]
 		err := checkpoint.GuardFault(ck.Path(), func() error {
 			c.bad = checkpoint.FirstNonFinite(checkpoint.Tensor{DType: tns[c.part].DType, Data: c.src})
-			checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
-			copy(c.dst, c.src)
-			release(c.src)
+			if dst != nil {
+				checkpoint.PrefaultWrite(c.dst) // fresh storage: one call instead of a fault per page
+				copy(c.dst, c.src)
+				release(c.src)
+			}
 			return nil
 		})
 		if err != nil {

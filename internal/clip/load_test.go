@@ -46,8 +46,8 @@ func TestCopyCheckedTruncated(t *testing.T) {
 	if err := os.Truncate(path, 4096); err != nil { // keep the first page: the header
 		t.Fatal(err)
 	}
-	err = copyChecked(ck, []checkpoint.Tensor{tn}, make([]byte, len(tn.Data)))
+	err = scanChecked(ck, []checkpoint.Tensor{tn}, make([]byte, len(tn.Data)))
 	if !errors.Is(err, ErrCheckpoint) || !strings.Contains(err.Error(), "memory fault") {
-		t.Fatalf("copyChecked after truncation = %v, want ErrCheckpoint naming a memory fault", err)
+		t.Fatalf("scanChecked after truncation = %v, want ErrCheckpoint naming a memory fault", err)
 	}
 }

@@ -10,7 +10,8 @@ import (
 // field), on a [Spec] positioned at the module's path (candle's vs.pp("…") idea). The validator lists
 // the checkpoint keys from that description ([Keys]) and the loader binds each loaded tensor to its
 // field from the same description ([load]), so a key cannot be listed without being bound, nor bound
-// without being listed.
+// without being listed. The spec says what to load; the loader decides, per parameter, whether the
+// weight is a view of the mapped file or a copy ([Loading]).
 
 // Group is one tensor to load: checkpoint tensors concatenated along dimension 0 (row-major data
 // back to back), with the given shape.
@@ -21,11 +22,13 @@ type Group struct {
 }
 
 // Param is one tensor of the model: checkpoint tensors concatenated along dimension 0 (row-major data
-// back to back, see [Group]), each of shape PartShape, loaded into *Dst.
+// back to back, see [Group]), each of shape PartShape, loaded into *Dst (a single tensor) or *Stack
+// (a weight of every encoder layer, one part per layer). Exactly one of Dst and Stack is set.
 type Param struct {
 	Group
 	PartShape []int64     // checkpoint shape of every part
-	Dst       **ts.Tensor // the module field the loaded tensor is bound to
+	Dst       **ts.Tensor // the module field a single tensor is bound to
+	Stack     *Stacked    // the module field a per-layer weight is bound to
 }
 
 // Spec collects the parameters of a model under a key path. Specs made from one another by [Spec.Sub]
@@ -50,23 +53,21 @@ func (s Spec) Tensor(dst **ts.Tensor, name string, shape ...int64) {
 	*s.params = append(*s.params, Param{Group: Group{Key: key, Parts: []string{key}, Shape: shape}, PartShape: shape, Dst: dst})
 }
 
-// Stack adds a weight stacked over the n layers under s ("layers.0.", "layers.1.", …): layer l's slice
-// is its parts (under "layers.l.", each of shape partShape) concatenated along dimension 0 — one part
-// for a plain weight, q, k and v for a fused projection. The loaded tensor, named
-// s.path+"layers.*."+name, is [n, len(parts)·partShape[0], partShape[1:]...], bound to *dst.
-func (s Spec) Stack(dst **ts.Tensor, n int, name string, parts []string, partShape ...int64) {
+// Stack adds a weight of each of the n layers under s ("layers.0.", "layers.1.", …): layer l's part
+// is "layers.l."+name, of shape partShape. The group, named s.path+"layers.*."+name, is
+// [n, partShape...] (an empty [0, 0] with no layers); the loader binds it to *dst as one stacked
+// copy or as per-layer views (see [Stacked]).
+func (s Spec) Stack(dst *Stacked, n int, name string, partShape ...int64) {
 	g := Group{Key: s.path + "layers.*." + name}
-	per := append([]int64{int64(len(parts)) * partShape[0]}, partShape[1:]...)
+	per := partShape
 	if n == 0 { // no layers: an empty stack
 		per = []int64{0}
 	}
 	g.Shape = append([]int64{int64(n)}, per...)
 	for l := range n {
-		for _, p := range parts {
-			g.Parts = append(g.Parts, fmt.Sprintf("%slayers.%d.%s", s.path, l, p))
-		}
+		g.Parts = append(g.Parts, fmt.Sprintf("%slayers.%d.%s", s.path, l, name))
 	}
-	*s.params = append(*s.params, Param{Group: g, PartShape: partShape, Dst: dst})
+	*s.params = append(*s.params, Param{Group: g, PartShape: partShape, Stack: dst})
 }
 
 // Params returns the parameters added so far, in the order they were added.
@@ -89,24 +90,20 @@ func (n *LayerNorm) spec(s Spec, d int64) {
 	s.Tensor(&n.Bias, "bias", d)
 }
 
-// spec adds the encoder's layers under s (the encoder's path, "….encoder."), each weight stacked over
-// the layers and q, k and v fused (rows q, then k, then v), in [LayerStack]'s field order.
+// spec adds the encoder's layers under s (the encoder's path, "….encoder."), one [Stacked] weight
+// per kind over the layers, in [LayerStack]'s field order.
 func (e *Encoder) spec(s Spec) {
 	c, st := e.cfg, &e.stack
 	d, i, n := int64(c.HiddenSize), int64(c.IntermediateSize), c.NumHiddenLayers
-	one := func(dst **ts.Tensor, name string, shape ...int64) { s.Stack(dst, n, name, []string{name}, shape...) }
-	linear := func(w, b **ts.Tensor, name string, out, in int64) { // a Linear [out, in] with its bias [out]
-		one(w, name+".weight", out, in)
-		one(b, name+".bias", out)
+	linear := func(w, b *Stacked, name string, out, in int64) { // a Linear [out, in] with its bias [out]
+		s.Stack(w, n, name+".weight", out, in)
+		s.Stack(b, n, name+".bias", out)
 	}
-	norm := func(w, b **ts.Tensor, name string) { one(w, name+".weight", d); one(b, name+".bias", d) }
-	qkv := func(dst **ts.Tensor, kind string, shape ...int64) {
-		s.Stack(dst, n, "self_attn.qkv_proj."+kind, []string{"self_attn.q_proj." + kind, "self_attn.k_proj." + kind,
-			"self_attn.v_proj." + kind}, shape...)
-	}
+	norm := func(w, b *Stacked, name string) { s.Stack(w, n, name+".weight", d); s.Stack(b, n, name+".bias", d) }
 	norm(&st.norm1W, &st.norm1B, "layer_norm1")
-	qkv(&st.qkvW, "weight", d, d)
-	qkv(&st.qkvB, "bias", d)
+	linear(&st.qW, &st.qB, "self_attn.q_proj", d, d)
+	linear(&st.kW, &st.kB, "self_attn.k_proj", d, d)
+	linear(&st.vW, &st.vB, "self_attn.v_proj", d, d)
 	linear(&st.outW, &st.outB, "self_attn.out_proj", d, d)
 	norm(&st.norm2W, &st.norm2B, "layer_norm2")
 	linear(&st.fc1W, &st.fc1B, "mlp.fc1", i, d)

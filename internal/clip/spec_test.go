@@ -11,22 +11,20 @@ import (
 	"github.com/sdsafety/safety/internal/gotchutil"
 )
 
-// TestEncoderSpec: the encoder's layers as one stack per weight kind, q, k and v fused, and no layers
-// as empty stacks.
+// TestEncoderSpec: the encoder's layers as one stack per weight kind (q, k and v apart), one part per
+// layer, and no layers as empty stacks.
 func TestEncoderSpec(t *testing.T) {
 	cfg := EncoderConfig{HiddenSize: 4, IntermediateSize: 6, NumAttentionHeads: 2, HiddenAct: "quick_gelu", LayerNormEps: 1e-5}
 	tests := []struct {
 		name     string
 		layers   int
-		qkvShape []int64
+		kShape   []int64
 		fc1Shape []int64
-		qkvParts []string
+		kParts   []string
 	}{
-		{name: "two layers", layers: 2, qkvShape: []int64{2, 12, 4}, fc1Shape: []int64{2, 6, 4},
-			qkvParts: []string{"p.encoder.layers.0.self_attn.q_proj.weight", "p.encoder.layers.0.self_attn.k_proj.weight",
-				"p.encoder.layers.0.self_attn.v_proj.weight", "p.encoder.layers.1.self_attn.q_proj.weight",
-				"p.encoder.layers.1.self_attn.k_proj.weight", "p.encoder.layers.1.self_attn.v_proj.weight"}},
-		{name: "no layers", layers: 0, qkvShape: []int64{0, 0}, fc1Shape: []int64{0, 0}},
+		{name: "two layers", layers: 2, kShape: []int64{2, 4, 4}, fc1Shape: []int64{2, 6, 4},
+			kParts: []string{"p.encoder.layers.0.self_attn.k_proj.weight", "p.encoder.layers.1.self_attn.k_proj.weight"}},
+		{name: "no layers", layers: 0, kShape: []int64{0, 0}, fc1Shape: []int64{0, 0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -36,21 +34,24 @@ func TestEncoderSpec(t *testing.T) {
 			s := NewSpec()
 			e.spec(s.At("p.").Sub("encoder"))
 			params := s.Params()
-			if len(params) != 12 {
-				t.Fatalf("%d stacked weights, want 12", len(params))
+			if len(params) != 16 {
+				t.Fatalf("%d stacked weights, want 16", len(params))
 			}
 			if got := len(Keys(params)); got != 16*tc.layers {
 				t.Fatalf("%d layer keys, want %d", got, 16*tc.layers)
 			}
 			byKey := map[string]Param{}
 			for _, p := range params {
+				if p.Dst != nil || p.Stack == nil {
+					t.Errorf("%s: bound to a single tensor, want a stack", p.Key)
+				}
 				byKey[p.Key] = p
 			}
-			qkv := byKey["p.encoder.layers.*.self_attn.qkv_proj.weight"]
-			if !slices.Equal(qkv.Shape, tc.qkvShape) || !slices.Equal(qkv.Parts, tc.qkvParts) || qkv.Dst != &e.stack.qkvW {
-				t.Errorf("qkv %+v, want shape %v parts %v bound to the stack's qkvW", qkv.Group, tc.qkvShape, tc.qkvParts)
+			k := byKey["p.encoder.layers.*.self_attn.k_proj.weight"]
+			if !slices.Equal(k.Shape, tc.kShape) || !slices.Equal(k.Parts, tc.kParts) || k.Stack != &e.stack.kW {
+				t.Errorf("k %+v, want shape %v parts %v bound to the stack's kW", k.Group, tc.kShape, tc.kParts)
 			}
-			if fc1 := byKey["p.encoder.layers.*.mlp.fc1.weight"]; !slices.Equal(fc1.Shape, tc.fc1Shape) || fc1.Dst != &e.stack.fc1W {
+			if fc1 := byKey["p.encoder.layers.*.mlp.fc1.weight"]; !slices.Equal(fc1.Shape, tc.fc1Shape) || fc1.Stack != &e.stack.fc1W {
 				t.Errorf("fc1 shape %v, want %v bound to fc1W", fc1.Shape, tc.fc1Shape)
 			}
 		})
@@ -105,10 +106,14 @@ func TestSpecListsWhatItBinds(t *testing.T) {
 				for _, part := range p.Parts {
 					owners[part]++
 				}
-				if p.Dst == nil || bound[p.Dst] {
-					t.Errorf("parameter %q: destination %p nil or shared", p.Key, p.Dst)
+				var dst any = p.Dst
+				if p.Stack != nil {
+					dst = p.Stack
 				}
-				bound[p.Dst] = true
+				if (p.Dst == nil) == (p.Stack == nil) || bound[dst] {
+					t.Errorf("parameter %q: destination %v, %v: not exactly one, or shared", p.Key, p.Dst, p.Stack)
+				}
+				bound[dst] = true
 			}
 			keys := Keys(params)
 			for k, n := range owners {

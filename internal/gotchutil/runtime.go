@@ -11,7 +11,8 @@ type Runtime struct {
 	worker *Worker
 	// Owned records the tensors the model keeps (its weights). Touch it only inside Run.
 	Owned   Tape
-	dropped bool // worker thread only: Owned has been released
+	holds   []func() error // worker thread only: called after Owned is released (Hold)
+	dropped bool           // worker thread only: Owned has been released
 	closed  atomic.Bool
 }
 
@@ -38,8 +39,14 @@ func (r *Runtime) Run(fn func() error) error {
 	})
 }
 
-// Close releases the owned tensors after the calls already queued, and stops the worker. Later
-// calls of Run return [ErrClosed]. Close is idempotent.
+// Hold registers release (a retained memory mapping's, which owned tensors view: see [ViewCPU]) to be
+// called at Close on the worker thread after every owned tensor has been dropped, in the reverse order
+// of registration. Call it only inside Run.
+func (r *Runtime) Hold(release func() error) { r.holds = append(r.holds, release) }
+
+// Close releases the owned tensors after the calls already queued, then what Hold registered, and
+// stops the worker. Later calls of Run return [ErrClosed]. Close is idempotent; its error is a
+// release's.
 func (r *Runtime) Close() error {
 	if r.closed.Swap(true) {
 		return nil
@@ -47,7 +54,12 @@ func (r *Runtime) Close() error {
 	err := r.worker.Do(func() error {
 		r.Owned.Release()
 		r.dropped = true
-		return nil
+		var errs []error
+		for i := len(r.holds) - 1; i >= 0; i-- {
+			errs = append(errs, r.holds[i]())
+		}
+		r.holds = nil
+		return errors.Join(errs...)
 	})
 	r.worker.Close()
 	if errors.Is(err, ErrClosed) {
