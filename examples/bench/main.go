@@ -63,6 +63,7 @@ type config struct {
 	warmup, size, count        int
 	t0                         float64
 	op                         string
+	mapped                     bool
 }
 
 type result struct {
@@ -108,6 +109,7 @@ func main() {
 	flag.IntVar(&c.warmup, "warmup", 1, "untimed iterations first (e2e, model, sgemm)")
 	flag.IntVar(&c.size, "size", 0, "matrix side (sgemm, default 2048) or image side (images, default 512)")
 	flag.IntVar(&c.count, "count", 8, "number of images to write (images)")
+	flag.BoolVar(&c.mapped, "mapped", true, "view the checkpoint's weights in place (safety.WithMappedWeights)")
 	flag.Float64Var(&c.t0, "t0", 0, "process start as a Unix time (cold); default: the kernel's start time")
 	flag.Parse()
 	if err := run(c); err != nil {
@@ -213,7 +215,7 @@ func listImages(dir string) ([]string, error) {
 
 func checkerOptions(c config) []safety.Option {
 	opts := []safety.Option{safety.WithDevice(safety.DeviceCPU), safety.WithDType(safety.DType(c.dtype)),
-		safety.WithBatchSize(c.batch)}
+		safety.WithBatchSize(c.batch), safety.WithMappedWeights(c.mapped)}
 	if c.threads > 0 {
 		opts = append(opts, safety.WithThreads(c.threads))
 	}

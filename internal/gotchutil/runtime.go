@@ -16,8 +16,10 @@ type Runtime struct {
 	closed  atomic.Bool
 }
 
-// NewRuntime starts a model's worker thread.
+// NewRuntime starts a model's worker thread. The first call also tunes glibc's allocator for
+// libtorch's activations ([TuneMalloc]).
 func NewRuntime() (*Runtime, error) {
+	TuneMalloc()
 	w, err := NewWorker()
 	if err != nil {
 		return nil, err
