@@ -24,8 +24,9 @@ static int gu_mkl_auto(void) {
 
 // mkl_serv_intel_cpu_true interposes the function of that name with which MKL (linked statically into
 // the PyPI wheels' libtorch_cpu.so, and exported from it) decides whether it runs on an Intel CPU: on
-// any other CPU it keeps to its AVX2 kernels even where the CPU has AVX-512. A Go binary exports its cgo
-// C functions (it is linked with -rdynamic), so the dynamic linker binds MKL's calls to this one. It
+// any other CPU it keeps to its AVX2 kernels even where the CPU has AVX-512. The executable exports this
+// definition (the linker puts a symbol into the dynamic table when a shared library of the link, here
+// libtorch_cpu.so behind gotch's wrapper, defines it too), so the dynamic linker binds MKL's calls to this one. It
 // answers 1 with SAFETY_MKL_INTEL_PATH=1, or with the variable unset on a CPU with AVX-512F; otherwise
 // (SAFETY_MKL_INTEL_PATH=0, or no AVX-512F) what MKL's own check answers. The variable is read once, at
 // the first call.
