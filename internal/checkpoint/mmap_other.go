@@ -39,8 +39,5 @@ func (m *mapping) close() error {
 // release does nothing: the file was read into memory.
 func (m *mapping) release(b []byte) {}
 
-// populate does nothing: the file was read into memory.
-func (m *mapping) populate(b []byte) {}
-
 // PrefaultWrite does nothing on this platform (see the unix version).
 func PrefaultWrite(b []byte) {}

@@ -80,24 +80,6 @@ func (m *mapping) release(b []byte) {
 	_ = syscall.Madvise(b[lo-p:hi-p], syscall.MADV_DONTNEED)
 }
 
-// madvPopulateRead is Linux's MADV_POPULATE_READ (5.14+): fault pages in, readable, in one call.
-const madvPopulateRead = 22
-
-// populate faults in the whole pages that b, a slice of the mapping, touches (see File.Populate).
-func (m *mapping) populate(b []byte) {
-	if m == nil || !m.mmapped || len(b) == 0 || len(m.data) == 0 {
-		return
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	if p < base || p+uintptr(len(b)) > base+uintptr(len(m.data)) {
-		return
-	}
-	off := p - base // the mapping starts on a page boundary
-	lo := off &^ uintptr(os.Getpagesize()-1)
-	_ = syscall.Madvise(m.data[lo:off+uintptr(len(b))], madvPopulateRead)
-}
-
 // madvPopulateWrite is Linux's MADV_POPULATE_WRITE (5.14+): fault pages in, writable, in one call.
 const madvPopulateWrite = 23
 

@@ -170,32 +170,6 @@ func TestShippedFilesAreElementAligned(t *testing.T) {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-// TestPopulate: after Populate, the pages of the populated range are resident in this process's
-// mapping (/proc/self/smaps); before it (after ReleasePages dropped them) they are not.
-func TestPopulate(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("smaps is Linux's")
-	}
-	const n = 1 << 20
-	data := make([]byte, n)
-	path := writeTemp(t, "p.safetensors", stFile(t, map[string]any{"w": stEnt{"U8", []int64{n}, []int64{0, n}}}, data))
-	f, err := OpenSafetensors(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w, _ := f.Tensor("w")
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(f.m.data)))
-	f.ReleasePages(w.Data)
-	before := mappingRSS(t, start)
-	f.Populate(w.Data)
-	after := mappingRSS(t, start)
-	if before > n/2 || after < n {
-		t.Errorf("resident bytes of the mapping: %d before Populate, %d after; want < %d and ≥ %d", before, after, n/2, n)
-	}
-}
-
-// mappingRSS returns the Rss of the mapping starting at start, from /proc/self/smaps.
 func mappingRSS(t *testing.T, start uintptr) int {
 	t.Helper()
 	fh, err := os.Open("/proc/self/smaps")

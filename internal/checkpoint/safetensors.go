@@ -281,18 +281,7 @@ type Retainer interface {
 
 var _ Retainer = (*File)(nil)
 
-// Populate faults in the pages of the mapping that hold data (a tensor's Data, or part of it) in one
-// call (MADV_POPULATE_READ, Linux 5.14+) instead of one page fault per 4 KiB page on first access.
-// It is only advice: where it is not supported, or after Close, nothing happens.
-func (f *File) Populate(data []byte) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if !f.closed {
-		f.m.populate(data)
-	}
-}
-
-// Close ends the use of the file: Tensor, ReleasePages and Populate stop working. The mapping is
+// Close ends the use of the file: Tensor and ReleasePages stop working. The mapping is
 // unmapped now, or, while the file is retained ([File.Retain]), at the last release; until then the
 // Data of tensors returned earlier stays valid. Closing twice is not an error.
 func (f *File) Close() error {
