@@ -192,7 +192,7 @@ type encoderLayer struct {
 // checkpoint (a fused matrix is a copy: 302 MB and 0.1 s of load for ViT-L/14), and one code path
 // serves the mapped and copied weights alike. Measured on the 2-vCPU shared AMD EPYC dev box
 // (libtorch 2.1.0, 2 threads, ViT-L/14 shapes: D = 1024, 257 tokens, alternated in one process,
-// median of 7, TestQKVProjectionTiming), fused against three: 20.15 against 20.30 ms at batch 1,
+// median of 7; BenchmarkQKVProjection now), fused against three: 20.15 against 20.30 ms at batch 1,
 // 143.0 against 144.4 ms at batch 8 — within the noise.
 type attention struct {
 	qWeight, qBias     *ts.Tensor // [D, D], [D]
