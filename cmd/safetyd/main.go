@@ -45,7 +45,7 @@ type config struct {
 	batch, threads             int
 	batchWindow                time.Duration
 	adjustment                 float64
-	orientation                bool
+	orientation, mapped        bool
 	addr                       string
 	maxBody, maxPixels         int64
 	maxImages, queue           int
@@ -75,6 +75,7 @@ func run(args []string, stderr io.Writer, sigs <-chan os.Signal, onListen func(a
 		safety.WithAdjustment(float32(c.adjustment)),
 		safety.WithMaxPixels(c.maxPixels),
 		safety.WithEXIFOrientation(c.orientation),
+		safety.WithMappedWeights(c.mapped),
 	}
 	if c.threads > 0 {
 		opts = append(opts, safety.WithThreads(c.threads))
@@ -117,8 +118,8 @@ func run(args []string, stderr io.Writer, sigs <-chan os.Signal, onListen func(a
 		if err == nil {
 			s.setChecker(checker)
 			info := checker.Info()
-			logger.Printf("model %s loaded: %s %s, batch %d, batch window %v", c.model.Name, info.Device, info.DType,
-				c.batch, c.batchWindow)
+			logger.Printf("model %s loaded: %s %s, batch %d, batch window %v, weights: %d bytes mapped, %d bytes copied",
+				c.model.Name, info.Device, info.DType, c.batch, c.batchWindow, info.MappedBytes, info.CopiedBytes)
 		}
 		loaded <- err
 	}()
@@ -186,6 +187,8 @@ func parseFlags(args []string, stderr io.Writer) (config, int) {
 	fs.IntVar(&c.threads, "threads", 0, "libtorch threads (0: libtorch's default)")
 	fs.Float64Var(&c.adjustment, "adjustment", 0, "added to every concept score (positive: stricter)")
 	fs.BoolVar(&c.orientation, "exif-orientation", false, "apply EXIF orientation (the reference does not)")
+	fs.BoolVar(&c.mapped, "mapped", true, "use the model file's weights in place (memory-mapped); false copies them at load, "+
+		"for model directories that are rewritten in place while the server runs")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.Int64Var(&c.maxBody, "max-body", 32<<20, "largest request body in bytes (larger: 413)")
 	fs.Int64Var(&c.maxPixels, "max-pixels", 40_000_000, "largest image in pixels, refused before decoding (413)")

@@ -767,6 +767,29 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// TestMappedFlag: by default the model's float32 weights are mapped; -mapped=false copies them (the
+// load log line says which).
+func TestMappedFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		mapped bool
+	}{
+		{nil, true},
+		{[]string{"-mapped=false"}, false},
+	} {
+		s := startServer(t, nil, append([]string{"-model", tinyModel}, tc.args...)...)
+		log := s.stderr.String()
+		s.stop(t)
+		m := regexp.MustCompile(`weights: (\d+) bytes mapped, (\d+) bytes copied`).FindStringSubmatch(log)
+		if m == nil {
+			t.Fatalf("%q: no weights line in the log:\n%s", tc.args, log)
+		}
+		if mapped := m[1] != "0" && m[2] == "0"; mapped != tc.mapped {
+			t.Errorf("%q: %s bytes mapped, %s copied; want mapped=%v", tc.args, m[1], m[2], tc.mapped)
+		}
+	}
+}
+
 func TestFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
