@@ -63,3 +63,21 @@ func ExampleWithAdjustment() {
 	// Output:
 	// nsfw: false
 }
+
+// Loading with the weights copied rather than mapped, for a model directory that may be rewritten in
+// place while the checker is open. Info says where the weights live.
+func ExampleWithMappedWeights() {
+	dir := "testdata/golden/models/tiny_quickgelu"
+	for _, mapped := range []bool{true, false} {
+		checker, err := safety.Load(dir, safety.WithDevice(safety.DeviceCPU), safety.WithMappedWeights(mapped))
+		if err != nil {
+			log.Fatal(err)
+		}
+		info := checker.Info()
+		fmt.Printf("mapped=%v: weights mapped %v, copied %v\n", mapped, info.MappedBytes > 0, info.CopiedBytes > 0)
+		checker.Close()
+	}
+	// Output:
+	// mapped=true: weights mapped true, copied false
+	// mapped=false: weights mapped false, copied true
+}
